@@ -1,21 +1,177 @@
-"""``s2r prepare spfeat`` and ``s2r prepare pairs``."""
+"""``s2r prepare spfeat`` and ``s2r prepare pairs``: SP-Feat vectors and the smart batch loader's KNN pairs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.table import Table
 
-from ..errors import NotYetAvailable
-
-
-def spfeat(spec: str = typer.Argument(..., help="Dataset spec KIND:PATH[?split=...]."),
-           out: str = typer.Option(..., "--out", help="Output .npz file.")) -> None:
-    """Compute Spatial Pyramid Features (per-slice class histograms) for every label map."""
-    raise NotYetAvailable("`s2r prepare spfeat` is not available yet: it arrives with the smart batch loader")
+from ..console import info, stdout, warn
+from ..errors import S2RError
 
 
-def pairs(out: str = typer.Option(..., "--out", help="Output pairs .npz file.")) -> None:
-    """Pair each real image with its K nearest synthetic images by SP-Feat."""
-    raise NotYetAvailable("`s2r prepare pairs` is not available yet: it arrives with the smart batch loader")
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise S2RError(f"cannot read size {text!r}", hint="give H,W, e.g. 256,512") from None
+    if h < 1 or w < 1:
+        raise S2RError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def spfeat(
+    spec: str = typer.Argument(..., help="Dataset spec KIND:PATH[?split=...]."),
+    out: Path = typer.Option(..., "--out", help="Output .npz file."),
+    levels: str = typer.Option("1,2,4", "--levels", help="Pyramid levels: each cuts the image into l x l slices."),
+    space: str = typer.Option("cityscapes19", "--space", help="Common label space of the histograms."),
+    segmenter: Path = typer.Option(None, "--segmenter",
+                                   help="Segmenter checkpoint: use its predictions instead of the dataset's labels."),
+    segmenter_size: str = typer.Option(None, "--segmenter-size",
+                                       help="Resize images to H,W before segmenting (default: native size)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes reading labels in parallel."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Compute Spatial Pyramid Features (per-slice class histograms) for every label map.
+
+    A run that stops early leaves OUT.partial.npz; the same command continues from it.
+    """
+    from ..data.datasets import open_dataset
+    from ..data.spfeat import compute_spfeat_file, parse_levels
+    from ..utils.atomic import refuse_overwrite
+
+    level_tuple = parse_levels(levels)
+    refuse_overwrite(out, overwrite, "SP-Feat file")
+    dataset = open_dataset(spec, space)
+    info(f"SP-Feat of {len(dataset)} images from {spec} at levels {list(level_tuple)}"
+         + (f", labels predicted by {segmenter}" if segmenter else ""))
+    summary = compute_spfeat_file(dataset, out, level_tuple, workers, segmenter, space=space, spec=spec,
+                                  overwrite=overwrite, segmenter_size=_parse_size(segmenter_size))
+    if as_json:
+        stdout.print_json(json.dumps(summary))
+        return
+    table = Table(title="SP-Feat")
+    table.add_column("key")
+    table.add_column("value")
+    for key in ("path", "images", "dim", "levels", "space", "source", "resumed", "seconds"):
+        table.add_row(key, str(summary[key]))
+    stdout.print(table)
+
+
+def _open_for_preview(spec: str | None, space: str, what: str):
+    from ..data.datasets import open_dataset
+
+    if not spec:
+        warn(f"no {what} dataset spec is known; skipping the preview (pass --{what}-data SPEC)")
+        return None
+    try:
+        return open_dataset(spec, space)
+    except (S2RError, OSError) as exc:
+        message = exc.one_line() if isinstance(exc, S2RError) else str(exc)
+        warn(f"cannot read the {what} images ({message}); skipping the preview (pass --{what}-data SPEC)")
+        return None
+
+
+def _class_names(space: str, num_classes: int) -> list[str]:
+    try:
+        from ..data.labels import get_label_space
+
+        names = list(get_label_space(space).class_names)
+        if len(names) == num_classes:
+            return names
+    except (S2RError, ImportError):
+        pass
+    return [f"class {c}" for c in range(num_classes)]
+
+
+def pairs(
+    real: Path = typer.Option(..., "--real", help="SP-Feat .npz of the real images (the queries)."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="SP-Feat .npz of the synthetic images."),
+    k: int = typer.Option(15, "-k", "--k", min=1, help="Neighbours per real image."),
+    out: Path = typer.Option(..., "--out", help="Output pairs .npz file (the pictures go beside it)."),
+    max_uses: int = typer.Option(None, "--max-uses", min=1,
+                                 help="Most real images one synthetic image may serve "
+                                      "(default: ceil(2 * n_real * K / n_synthetic))."),
+    candidates: int = typer.Option(4, "--candidates", min=1,
+                                   help="Search K x this many nearest candidates for replacements."),
+    metric: str = typer.Option("euclidean", "--metric", help="euclidean, manhattan or cosine."),
+    real_data: str = typer.Option(None, "--real-data", help="Real dataset spec for the preview (default: from the .npz)."),
+    synthetic_data: str = typer.Option(None, "--synthetic-data",
+                                       help="Synthetic dataset spec for the preview (default: from the .npz)."),
+    preview: bool = typer.Option(True, "--preview/--no-preview", help="Write pairs_preview.png and class_frequencies.png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Pair each real image with its K nearest synthetic images by SP-Feat.
+
+    Over-used synthetic images are capped and replaced by the next nearest; each
+    gets the weight 1/uses. Prints coverage, neighbour distances and the most-used images.
+    """
+    from ..data.pairing import (check_compatible, pair_features, render_class_frequencies, render_preview,
+                                save_pairs, summarize, load_pairs)
+    from ..data.spfeat import load_spfeat
+    from ..utils.atomic import refuse_overwrite
+
+    real_file, syn_file = load_spfeat(real), load_spfeat(synthetic)
+    check_compatible(real_file, syn_file)
+    preview_path = out.parent / "pairs_preview.png"
+    freq_path = out.parent / "class_frequencies.png"
+    for path in [out] + ([preview_path, freq_path] if preview else []):
+        refuse_overwrite(path, overwrite)
+    result = pair_features(real_file.features, syn_file.features, k, max_uses=max_uses, candidate_factor=candidates,
+                           metric=metric)
+    save_pairs(out, result, real_file, syn_file, overwrite=overwrite)
+    summary = summarize(result, syn_file.names) | {"path": str(out)}
+
+    if preview:
+        render_class_frequencies(freq_path, real_file.class_pixels, syn_file.class_pixels,
+                                 _class_names(real_file.space, real_file.num_classes))
+        summary["class_frequencies"] = str(freq_path)
+        real_ds = _open_for_preview(real_data or real_file.spec, real_file.space, "real")
+        syn_ds = _open_for_preview(synthetic_data or syn_file.spec, syn_file.space, "synthetic")
+        if real_ds is not None and syn_ds is not None:
+            missing = (set(real_file.names) - set(real_ds.names)) | (set(syn_file.names) - set(syn_ds.names))
+            if missing:
+                warn(f"{len(missing)} names in the SP-Feat files are not in the datasets; skipping the preview")
+            else:
+                render_preview(preview_path, load_pairs(out), real_ds, syn_ds)
+                summary["preview"] = str(preview_path)
+
+    if as_json:
+        stdout.print_json(json.dumps(summary))
+        return
+    _print_summary(summary)
+
+
+def _print_summary(s: dict) -> None:
+    d = s["distance"]
+    table = Table(title=f"SP-Feat pairs: {s['real']} real x {s['synthetic']} synthetic, K={s['k']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("coverage (synthetic images in any list)", f"{100 * s['coverage']:.1f}%")
+    table.add_row("coverage of plain KNN (no quota)", f"{100 * s['coverage_plain_knn']:.1f}%")
+    table.add_row("max uses per synthetic image", str(s["max_uses"]))
+    table.add_row("slots replaced by a farther neighbour", str(s["replaced_slots"]))
+    table.add_row("slots over the quota (fallback)", str(s["over_quota_slots"]))
+    table.add_row(f"{s['metric']} distance min / median / max",
+                  f"{d['min']:.4f} / {d['median']:.4f} / {d['max']:.4f}")
+    table.add_row("distance p25 / p75 / mean", f"{d['p25']:.4f} / {d['p75']:.4f} / {d['mean']:.4f}")
+    table.add_row("mean distance to 1st / K-th neighbour", f"{d['nearest_mean']:.4f} / {d['kth_mean']:.4f}")
+    stdout.print(table)
+    used = Table(title="Most-used synthetic images")
+    for column in ("name", "uses", "plain KNN uses", "weight"):
+        used.add_column(column, justify="left" if column == "name" else "right")
+    for row in s["most_used"]:
+        used.add_row(row["name"], str(row["uses"]), str(row["plain_knn_uses"]), f"{row['weight']:.3f}")
+    stdout.print(used)
+    for key in ("path", "preview", "class_frequencies"):
+        if key in s:
+            info(f"wrote {s[key]}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,376 @@
+"""KNN pairing of real and synthetic images by SP-Feat, with use-balancing weights (paper 001 §3.2.2).
+
+Real images are the queries; synthetic images are the candidates.
+
+The rule, precisely:
+
+1. **Candidates.** For each real image, scikit-learn's ``NearestNeighbors``
+   (brute force, Euclidean distance on the concatenated SP-Feat vectors) returns
+   its ``M = min(n_synthetic, K * candidate_factor)`` nearest synthetic images.
+2. **Quota.** A synthetic image may be listed by at most ``max_uses`` real
+   images. By default ``max_uses = max(1, ceil(overuse * n_real * K / n_synthetic))``
+   with ``overuse = 2``: twice the uses every synthetic image would get if the
+   ``n_real * K`` slots were spread evenly.
+3. **Greedy fill, nearest first.** All ``n_real * M`` (real, synthetic)
+   candidate edges are visited in increasing distance (ties: real index, then
+   candidate rank). An edge is taken if its real image has fewer than ``K``
+   neighbours and its synthetic image is below the quota. So the closest pairs
+   claim a synthetic image first, and a real image whose nearest neighbour is
+   used up gets the next nearest instead (a *replacement*).
+4. **Fallback.** A real image still short of ``K`` after its ``M`` candidates
+   (every one at quota) takes its nearest remaining candidates regardless of the
+   quota (counted as ``over_quota``), so every real image has exactly ``K``.
+5. **Weights.** ``count[j]`` = the number of real images listing synthetic
+   image ``j``; its weight is ``1 / count[j]`` (0 if unused). Each real image's
+   neighbours are sorted by distance and sampled with
+   ``probs[i] = w[neighbors[i]] / sum(w[neighbors[i]])``.
+
+Coverage is the share of synthetic images with ``count > 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import S2RError
+
+DEFAULT_K = 15
+DEFAULT_CANDIDATE_FACTOR = 4
+DEFAULT_OVERUSE = 2.0
+METRICS = ("euclidean", "manhattan", "cosine")
+
+
+@dataclass
+class PairResult:
+    """The neighbour lists and everything reported about them."""
+
+    neighbors: np.ndarray  # n_real x K int64, synthetic indices, nearest first
+    distances: np.ndarray  # n_real x K float32
+    probs: np.ndarray  # n_real x K float64, rows sum to 1
+    synthetic_weights: np.ndarray  # n_synthetic float64: 1/count, 0 if unused
+    use_counts: np.ndarray  # n_synthetic int64
+    k: int
+    max_uses: int
+    candidates: int
+    metric: str
+    replaced: int  # slots not filled by the plain K nearest (their image was at quota)
+    over_quota: int  # slots filled past the quota by the fallback
+    plain_use_counts: np.ndarray = field(repr=False, default=None)  # counts for the plain K nearest
+
+    @property
+    def coverage(self) -> float:
+        return float((self.use_counts > 0).mean())
+
+    @property
+    def plain_coverage(self) -> float:
+        return float((self.plain_use_counts > 0).mean())
+
+
+def default_max_uses(n_real: int, n_synthetic: int, k: int, overuse: float = DEFAULT_OVERUSE) -> int:
+    """``max(1, ceil(overuse * n_real * K / n_synthetic))``: the quota per synthetic image."""
+    return max(1, math.ceil(overuse * n_real * k / n_synthetic - 1e-9))
+
+
+def nearest_candidates(real: np.ndarray, synthetic: np.ndarray, m: int, metric: str = "euclidean"):
+    """The ``m`` nearest synthetic rows of every real row: (distances, indices), nearest first."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if metric not in METRICS:
+        raise S2RError(f"unknown metric {metric!r}", hint="choose one of " + ", ".join(METRICS))
+    nn = NearestNeighbors(n_neighbors=m, algorithm="brute", metric=metric)
+    nn.fit(np.asarray(synthetic, np.float32))
+    distances, indices = nn.kneighbors(np.asarray(real, np.float32))
+    return distances.astype(np.float32), indices.astype(np.int64)
+
+
+def pair_features(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    k: int = DEFAULT_K,
+    *,
+    max_uses: int | None = None,
+    overuse: float = DEFAULT_OVERUSE,
+    candidate_factor: int = DEFAULT_CANDIDATE_FACTOR,
+    metric: str = "euclidean",
+) -> PairResult:
+    """Pair each real SP-Feat row with ``k`` synthetic rows by the rule in the module docstring."""
+    real = np.asarray(real, np.float32)
+    synthetic = np.asarray(synthetic, np.float32)
+    n_real, n_syn = len(real), len(synthetic)
+    k = int(k)
+    if k < 1:
+        raise S2RError(f"-k must be at least 1, got {k}")
+    if n_real == 0 or n_syn == 0:
+        raise S2RError("both SP-Feat files need at least one image")
+    if n_syn < k:
+        raise S2RError(f"only {n_syn} synthetic images for K = {k} neighbours", hint=f"pass -k {n_syn} or less")
+    if real.shape[1] != synthetic.shape[1]:
+        raise S2RError(f"SP-Feat lengths differ: real {real.shape[1]}, synthetic {synthetic.shape[1]}")
+    if max_uses is None:
+        max_uses = default_max_uses(n_real, n_syn, k, overuse)
+    max_uses = int(max_uses)
+    if max_uses < 1:
+        raise S2RError(f"--max-uses must be at least 1, got {max_uses}")
+    m = min(n_syn, k * max(1, int(candidate_factor)))
+    cand_dist, cand_idx = nearest_candidates(real, synthetic, m, metric)
+
+    # Greedy fill over all candidate edges, nearest first; a stable sort of the
+    # row-major flattening breaks ties by (real index, candidate rank).
+    order = np.argsort(cand_dist.ravel(), kind="stable")
+    flat_idx = cand_idx.ravel()
+    taken = np.zeros((n_real, m), bool)
+    filled = np.zeros(n_real, np.int64)
+    uses = np.zeros(n_syn, np.int64)
+    for e in order.tolist():
+        i = e // m
+        if filled[i] >= k:
+            continue
+        j = flat_idx[e]
+        if uses[j] >= max_uses:
+            continue
+        taken[i, e % m] = True
+        filled[i] += 1
+        uses[j] += 1
+    over_quota = 0
+    for i in np.flatnonzero(filled < k).tolist():
+        for c in range(m):  # nearest remaining candidates, past the quota
+            if filled[i] >= k:
+                break
+            if not taken[i, c]:
+                taken[i, c] = True
+                filled[i] += 1
+                uses[cand_idx[i, c]] += 1
+                over_quota += 1
+
+    # Candidates are sorted by distance per row, so the taken ones come out nearest first.
+    cols = np.nonzero(taken)[1].reshape(n_real, k)
+    neighbors = np.take_along_axis(cand_idx, cols, axis=1)
+    distances = np.take_along_axis(cand_dist, cols, axis=1)
+    replaced = int((cols >= k).sum())
+    plain_uses = np.bincount(cand_idx[:, :k].ravel(), minlength=n_syn)
+
+    weights = np.zeros(n_syn, np.float64)
+    used = uses > 0
+    weights[used] = 1.0 / uses[used]
+    row_w = weights[neighbors]
+    probs = row_w / row_w.sum(axis=1, keepdims=True)
+    return PairResult(neighbors=neighbors, distances=distances, probs=probs, synthetic_weights=weights,
+                      use_counts=uses, k=k, max_uses=max_uses, candidates=m, metric=metric, replaced=replaced,
+                      over_quota=over_quota, plain_use_counts=plain_uses)
+
+
+def summarize(result: PairResult, synthetic_names, top: int = 10) -> dict[str, Any]:
+    """Coverage, distance distribution and the most-used synthetic images, as plain types."""
+    d = result.distances.astype(np.float64)
+    order = np.lexsort((np.arange(len(result.use_counts)), -result.use_counts))[:top]
+    return {
+        "real": int(result.neighbors.shape[0]),
+        "synthetic": int(len(result.use_counts)),
+        "k": result.k,
+        "metric": result.metric,
+        "max_uses": result.max_uses,
+        "candidates": result.candidates,
+        "coverage": round(result.coverage, 6),
+        "coverage_plain_knn": round(result.plain_coverage, 6),
+        "replaced_slots": result.replaced,
+        "over_quota_slots": result.over_quota,
+        "distance": {
+            "min": float(d.min()), "p25": float(np.percentile(d, 25)), "median": float(np.median(d)),
+            "p75": float(np.percentile(d, 75)), "max": float(d.max()), "mean": float(d.mean()),
+            "nearest_mean": float(d[:, 0].mean()), "kth_mean": float(d[:, -1].mean()),
+        },
+        "most_used": [
+            {"name": str(synthetic_names[j]), "uses": int(result.use_counts[j]),
+             "plain_knn_uses": int(result.plain_use_counts[j]), "weight": float(result.synthetic_weights[j])}
+            for j in order.tolist() if result.use_counts[j] > 0
+        ],
+    }
+
+
+# --- the pairs file -------------------------------------------------------------------------
+
+
+@dataclass
+class PairsFile:
+    real_names: np.ndarray
+    synthetic_names: np.ndarray
+    neighbors: np.ndarray
+    distances: np.ndarray
+    probs: np.ndarray
+    synthetic_weights: np.ndarray
+    k: int
+    levels: tuple[int, ...]
+    space: str
+    path: Path | None = None
+
+
+PAIRS_KEYS = ("real_names", "synthetic_names", "neighbors", "distances", "probs", "synthetic_weights", "k", "levels",
+              "space")
+
+
+def save_pairs(path: str | Path, result: PairResult, real, synthetic, *, overwrite: bool = False) -> Path:
+    """Write ``pairs.npz`` from a :class:`PairResult` and the two SP-Feat files it came from."""
+    from ..utils.atomic import atomic_write_with
+
+    arrays = {
+        "format": np.asarray("s2r-pairs"), "format_version": np.asarray(1),
+        "real_names": np.asarray(real.names, str), "synthetic_names": np.asarray(synthetic.names, str),
+        "neighbors": result.neighbors, "distances": result.distances, "probs": result.probs,
+        "synthetic_weights": result.synthetic_weights, "use_counts": result.use_counts,
+        "k": np.asarray(result.k), "levels": np.asarray(real.levels, np.int64), "space": np.asarray(real.space),
+        "metric": np.asarray(result.metric), "max_uses": np.asarray(result.max_uses),
+        "candidates": np.asarray(result.candidates), "coverage": np.asarray(result.coverage),
+        "real_spec": np.asarray(real.spec), "synthetic_spec": np.asarray(synthetic.spec),
+    }
+    return atomic_write_with(path, lambda fh: np.savez(fh, **arrays), overwrite=overwrite)
+
+
+def load_pairs(path: str | Path) -> PairsFile:
+    """Read and validate a pairs ``.npz`` written by ``s2r prepare pairs``."""
+    path = Path(path)
+    if not path.exists():
+        raise S2RError(f"pairs file not found: {path}",
+                       hint="compute it with `s2r prepare pairs --real real.npz --synthetic syn.npz --out pairs.npz`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in PAIRS_KEYS if key not in data.files]
+            if missing:
+                raise S2RError(f"{path} is not a pairs file (missing {', '.join(missing)})",
+                               hint="compute it with `s2r prepare pairs`")
+            pairs = PairsFile(
+                real_names=np.asarray(data["real_names"]).astype(str),
+                synthetic_names=np.asarray(data["synthetic_names"]).astype(str),
+                neighbors=np.asarray(data["neighbors"], np.int64), distances=np.asarray(data["distances"]),
+                probs=np.asarray(data["probs"], np.float64), synthetic_weights=np.asarray(data["synthetic_weights"]),
+                k=int(data["k"]), levels=tuple(int(v) for v in np.asarray(data["levels"]).ravel()),
+                space=str(data["space"]), path=path,
+            )
+    except S2RError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise S2RError(f"cannot read pairs file {path}: {exc}", hint="compute it again with `s2r prepare pairs`") from exc
+    n_real, n_syn = len(pairs.real_names), len(pairs.synthetic_names)
+    if pairs.neighbors.shape != (n_real, pairs.k) or pairs.probs.shape != (n_real, pairs.k):
+        raise S2RError(f"{path}: neighbour table {pairs.neighbors.shape} does not match {n_real} real images x K={pairs.k}")
+    if n_real and (pairs.neighbors.min() < 0 or pairs.neighbors.max() >= n_syn):
+        raise S2RError(f"{path}: neighbour indices fall outside the {n_syn} synthetic images")
+    if n_real and not np.allclose(pairs.probs.sum(axis=1), 1.0, atol=1e-6):
+        raise S2RError(f"{path}: sampling probabilities do not sum to 1 per real image")
+    return pairs
+
+
+def check_compatible(real, synthetic) -> None:
+    """Refuse two SP-Feat files that cannot be compared (levels, label space, classes)."""
+    if real.levels != synthetic.levels:
+        raise S2RError(f"SP-Feat levels differ: real {list(real.levels)} ({real.path}), "
+                       f"synthetic {list(synthetic.levels)} ({synthetic.path})",
+                       hint="compute both with the same --levels")
+    if real.space != synthetic.space or real.num_classes != synthetic.num_classes:
+        raise S2RError(f"label spaces differ: real {real.space!r} ({real.num_classes} classes), "
+                       f"synthetic {synthetic.space!r} ({synthetic.num_classes} classes)",
+                       hint="compute both with the same --space")
+
+
+def class_shares(class_pixels: np.ndarray) -> np.ndarray:
+    """Each class's share of all labelled pixels of a domain (exact, from integer counts)."""
+    totals = np.asarray(class_pixels, np.int64).sum(axis=0).astype(np.float64)
+    s = totals.sum()
+    return totals / s if s > 0 else totals
+
+
+# --- pictures -------------------------------------------------------------------------------
+
+
+def _thumbnail(image: np.ndarray, width: int, nearest: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    height = max(1, round(h * width / w))
+    pil = Image.fromarray(image)
+    return np.asarray(pil.resize((width, height), Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def _overlay(dataset, index: int, space, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The thumbnail of an image and of the image blended with its colourised labels (None without labels)."""
+    from .labels import colorize
+
+    image = _thumbnail(dataset.read_image(index), width)
+    if not getattr(dataset, "has_labels", False):
+        return image, None
+    colors = _thumbnail(colorize(dataset.read_label(index), space), width, nearest=True)
+    if colors.shape != image.shape:
+        colors = _thumbnail(colors, image.shape[1], nearest=True)[: image.shape[0]]
+    return image, (0.4 * image + 0.6 * colors).astype(np.uint8)
+
+
+def render_preview(path: str | Path, pairs: PairsFile, real_data, synthetic_data, *, queries: int = 4,
+                   neighbors: int = 3, width: int = 320) -> Path:
+    """Paper Fig. 5: a few real queries, each beside its nearest synthetic neighbours.
+
+    Each query takes two rows: the photos, then the same photos with their
+    labels overlaid (real images without labels show the photo only).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..utils.atomic import atomic_write_with
+
+    real_pos = {name: i for i, name in enumerate(real_data.names)}
+    syn_pos = {name: i for i, name in enumerate(synthetic_data.names)}
+    n_real = len(pairs.real_names)
+    chosen = np.unique(np.linspace(0, n_real - 1, min(queries, n_real)).round().astype(int))
+    cols = 1 + min(neighbors, pairs.k)
+    fig = Figure(figsize=(2.6 * cols, 2.9 * len(chosen)), dpi=100)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2 * len(chosen), cols, hspace=0.12, wspace=0.04)
+    for row, q in enumerate(chosen.tolist()):
+        items = [("real", real_data, real_pos[pairs.real_names[q]], str(pairs.real_names[q]))]
+        for c in range(cols - 1):
+            j = int(pairs.neighbors[q, c])
+            items.append((f"#{c + 1}  d={float(pairs.distances[q, c]):.3f}  p={float(pairs.probs[q, c]):.3f}",
+                          synthetic_data, syn_pos[pairs.synthetic_names[j]], str(pairs.synthetic_names[j])))
+        for col, (title, data, index, name) in enumerate(items):
+            image, blended = _overlay(data, index, data.space, width)
+            top = fig.add_subplot(grid[2 * row, col])
+            top.imshow(image)
+            top.set_title(f"{title}\n{name}", fontsize=7)
+            bottom = fig.add_subplot(grid[2 * row + 1, col])
+            if blended is not None:
+                bottom.imshow(blended)
+            else:
+                bottom.text(0.5, 0.5, "no labels", ha="center", va="center", fontsize=8)
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.suptitle("SP-Feat pairs: real query (left) and its nearest synthetic images", fontsize=10)
+    return atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", bbox_inches="tight"))
+
+
+def render_class_frequencies(path: str | Path, real_pixels: np.ndarray, synthetic_pixels: np.ndarray,
+                             class_names) -> Path:
+    """Paper Fig. 6: each class's share of labelled pixels, synthetic beside real (log scale)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..utils.atomic import atomic_write_with
+
+    real_share, syn_share = class_shares(real_pixels), class_shares(synthetic_pixels)
+    x = np.arange(len(class_names))
+    fig = Figure(figsize=(max(6.0, 0.55 * len(class_names)), 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(x - 0.2, 100 * syn_share, width=0.4, label="synthetic", color="#d95f02")
+    ax.bar(x + 0.2, 100 * real_share, width=0.4, label="real", color="#1b9e77")
+    ax.set_yscale("log", nonpositive="clip")
+    ax.set_xticks(x)
+    ax.set_xticklabels(class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("share of labelled pixels (%)")
+    ax.set_title("Class pixel shares by domain")
+    ax.legend()
+    fig.tight_layout()
+    return atomic_write_with(path, lambda fh: fig.savefig(fh, format="png"))

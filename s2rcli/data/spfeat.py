@@ -1,0 +1,483 @@
+"""Spatial Pyramid Features (SP-Feat, paper 001 §3.2.2): per-slice class histograms of a label map.
+
+For every pyramid level ``l`` the label map is cut into ``l x l`` non-overlapping
+slices. Slice boundaries are integer and exact: along an axis of ``n`` pixels,
+slice ``i`` of level ``l`` covers ``[floor(i*n/l), floor((i+1)*n/l))``. So with
+``n = 5`` and ``l = 2`` the slices hold 2 and 3 pixels (the remainder goes to
+the later slices), and for levels that divide each other (1, 2, 4) every coarse
+slice is exactly the union of its finer slices.
+
+Each slice's histogram counts the pixels of every class and is divided by the
+slice's *labelled* pixel count (``ignore_index`` pixels do not count); a slice
+with no labelled pixel gives all zeros. The vector concatenates, level by level
+in the order given, slice by slice in row-major order, ``num_classes`` bins per
+slice::
+
+    vector[offset(l) + (row * l + col) * num_classes + class],  offset(l) = C * sum(m*m for m before l)
+
+Its length is ``num_classes * sum(l*l for l in levels)``: 19 * 21 = 399 for
+Cityscapes' 19 classes at the default levels (1, 2, 4).
+
+Speed: one ``np.bincount`` per image over ``cell * B + class``, where the cells
+are the grid formed by the union of all levels' boundaries; each level's slices
+are then sums of whole cells. The cost per pixel is a table lookup, a
+multiply-add and the bincount, whatever the number of levels.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import S2RError
+
+DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 4)
+FORMAT = "s2r-spfeat"
+FORMAT_VERSION = 1
+
+
+def feature_dim(num_classes: int, levels: Sequence[int] = DEFAULT_LEVELS) -> int:
+    """Length of an SP-Feat vector: ``num_classes * sum(l*l)``."""
+    return int(num_classes) * sum(int(l) * int(l) for l in levels)
+
+
+def check_levels(levels: Iterable[int]) -> tuple[int, ...]:
+    """Validate pyramid levels: positive, distinct integers (order is kept)."""
+    out = tuple(int(l) for l in levels)
+    if not out:
+        raise S2RError("at least one pyramid level is needed", hint="e.g. --levels 1,2,4")
+    if any(l < 1 for l in out):
+        raise S2RError(f"pyramid levels must be positive integers, got {list(out)}", hint="e.g. --levels 1,2,4")
+    if len(set(out)) != len(out):
+        raise S2RError(f"pyramid levels must be distinct, got {list(out)}", hint="e.g. --levels 1,2,4")
+    return out
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> ``(1, 2, 4)``, with a clear error for anything else."""
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise S2RError(f"cannot read pyramid levels {text!r}", hint="give comma-separated integers, e.g. 1,2,4") from None
+    return check_levels(values)
+
+
+def slice_bounds(size: int, level: int) -> np.ndarray:
+    """The ``level + 1`` integer boundaries ``floor(i * size / level)`` along one axis."""
+    return (np.arange(level + 1, dtype=np.int64) * int(size)) // int(level)
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(height: int, width: int, levels: tuple[int, ...]):
+    """Per-shape precomputation: the cell id of every pixel and each level's cell groups.
+
+    Cells are the rectangles cut by the union of every level's boundaries; each
+    level's slices are unions of cells, found with ``np.add.reduceat``.
+    """
+    ys = np.unique(np.concatenate([slice_bounds(height, l) for l in levels]))
+    xs = np.unique(np.concatenate([slice_bounds(width, l) for l in levels]))
+    # Drop empty cells (repeated boundaries collapse in np.unique; a zero-size
+    # cell can only remain at the end, where the last boundary equals the size).
+    row_of = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
+    col_of = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
+    cell = (row_of[:, None] * (len(xs) - 1) + col_of[None, :]).astype(np.int32)
+    cell.setflags(write=False)
+    groups = []
+    for l in levels:
+        # Index of each level boundary (except the last) in the union grid.
+        gy = np.searchsorted(ys, slice_bounds(height, l)[:-1])
+        gx = np.searchsorted(xs, slice_bounds(width, l)[:-1])
+        groups.append((l, gy, gx))
+    return cell, len(ys) - 1, len(xs) - 1, groups
+
+
+@functools.lru_cache(maxsize=16)
+def _bin_table(num_classes: int, ignore_index: int) -> np.ndarray:
+    """Label value -> bin: the class itself, ``C`` for ignore, ``C + 1`` for an invalid value."""
+    table = np.full(256, num_classes + 1, dtype=np.int32)
+    table[:num_classes] = np.arange(num_classes)
+    if 0 <= ignore_index < 256:
+        table[ignore_index] = num_classes
+    table.setflags(write=False)
+    return table
+
+
+def _level_sums(cells: np.ndarray, bounds_y: np.ndarray, bounds_x: np.ndarray) -> np.ndarray:
+    """Sum a (rows, cols, B) cell grid into the slices starting at the given cell indices."""
+    if cells.shape[0] == 0 or cells.shape[1] == 0:
+        return np.zeros((len(bounds_y), len(bounds_x), cells.shape[2]), dtype=cells.dtype)
+    out = np.zeros((len(bounds_y), len(bounds_x), cells.shape[2]), dtype=cells.dtype)
+    # reduceat needs starts < length; a start equal to the length means an empty slice.
+    vy = bounds_y < cells.shape[0]
+    vx = bounds_x < cells.shape[1]
+    part = np.add.reduceat(cells, bounds_y[vy], axis=0)
+    part = np.add.reduceat(part, bounds_x[vx], axis=1)
+    # reduceat returns the single element for repeated starts; a repeated start is an empty slice.
+    ry = np.flatnonzero(vy)
+    rx = np.flatnonzero(vx)
+    empty_y = np.zeros(len(bounds_y), bool)
+    empty_x = np.zeros(len(bounds_x), bool)
+    empty_y[:-1] = bounds_y[1:] == bounds_y[:-1]
+    empty_x[:-1] = bounds_x[1:] == bounds_x[:-1]
+    out[np.ix_(ry, rx)] = part
+    out[empty_y] = 0
+    out[:, empty_x] = 0
+    return out
+
+
+def spfeat_with_counts(
+    label: np.ndarray, num_classes: int, levels: Sequence[int] = DEFAULT_LEVELS, ignore_index: int = 255
+) -> tuple[np.ndarray, np.ndarray]:
+    """SP-Feat vector (float32) and the whole image's per-class pixel counts (int64, length C).
+
+    Raises :class:`S2RError` if the label holds a value that is neither a class
+    (``< num_classes``) nor ``ignore_index``: such a map is not in the common
+    label space.
+    """
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"a label map is H x W, got shape {label.shape}")
+    if label.dtype != np.uint8:
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise S2RError(f"label values must lie in 0..255, got {label.min()}..{label.max()}")
+        label = label.astype(np.uint8)
+    levels = check_levels(levels)
+    C = int(num_classes)
+    bins = C + 2  # classes, ignore, invalid
+    cell, n_rows, n_cols, groups = _layout(label.shape[0], label.shape[1], levels)
+    index = cell * bins
+    index += _bin_table(C, int(ignore_index))[label]
+    counts = np.bincount(index.ravel(), minlength=n_rows * n_cols * bins).reshape(n_rows, n_cols, bins)
+    invalid = int(counts[..., C + 1].sum())
+    if invalid:
+        bad = sorted(set(np.unique(label).tolist()) - set(range(C)) - {int(ignore_index)})
+        raise S2RError(
+            f"label map has {invalid} pixels with values {bad[:8]} outside the {C}-class space (ignore = {ignore_index})",
+            hint="labels must be in the common label space; remap them first (s2r prepare remap) or pick the matching --space",
+        )
+    counts = counts[..., :C]
+    parts = []
+    for _, gy, gx in groups:
+        hist = _level_sums(counts, gy, gx).astype(np.float64)
+        total = hist.sum(axis=2, keepdims=True)
+        parts.append(np.divide(hist, total, out=np.zeros_like(hist), where=total > 0).reshape(-1))
+    vector = np.concatenate(parts).astype(np.float32)
+    return vector, counts.sum(axis=(0, 1)).astype(np.int64)
+
+
+def spfeat(
+    label: np.ndarray, num_classes: int, levels: Sequence[int] = DEFAULT_LEVELS, ignore_index: int = 255
+) -> np.ndarray:
+    """The SP-Feat vector of one H x W label map (see the module docstring for the layout).
+
+    >>> spfeat(np.zeros((4, 4), np.uint8), num_classes=2, levels=(1,))
+    array([1., 0.], dtype=float32)
+    """
+    return spfeat_with_counts(label, num_classes, levels, ignore_index)[0]
+
+
+# --- a whole dataset ------------------------------------------------------------------------
+
+
+@dataclass
+class SpfeatFile:
+    """An SP-Feat ``.npz`` in memory."""
+
+    features: np.ndarray  # N x D float32
+    names: np.ndarray  # N unicode
+    levels: tuple[int, ...]
+    space: str
+    num_classes: int
+    spec: str
+    class_pixels: np.ndarray  # N x C int64: labelled pixels per class over the whole image
+    source: str  # "labels" or "segmenter:<checkpoint>"
+    path: Path | None = None
+
+
+REQUIRED_KEYS = ("features", "names", "levels", "space", "num_classes", "spec")
+
+
+def load_spfeat(path: str | Path) -> SpfeatFile:
+    """Read and validate an SP-Feat ``.npz`` written by :func:`compute_spfeat_file`."""
+    path = Path(path)
+    if not path.exists():
+        raise S2RError(f"SP-Feat file not found: {path}", hint="compute it with `s2r prepare spfeat SPEC --out FILE`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in REQUIRED_KEYS if k not in data.files]
+            if missing:
+                raise S2RError(f"{path} is not an SP-Feat file (missing {', '.join(missing)})",
+                               hint="compute it with `s2r prepare spfeat SPEC --out FILE`")
+            features = np.asarray(data["features"], dtype=np.float32)
+            names = np.asarray(data["names"]).astype(str)
+            num_classes = int(data["num_classes"])
+            levels = tuple(int(l) for l in np.asarray(data["levels"]).ravel())
+            class_pixels = (np.asarray(data["class_pixels"], dtype=np.int64) if "class_pixels" in data.files
+                            else np.zeros((len(names), num_classes), np.int64))
+            result = SpfeatFile(
+                features=features, names=names, levels=levels, space=str(data["space"]), num_classes=num_classes,
+                spec=str(data["spec"]), class_pixels=class_pixels,
+                source=str(data["source"]) if "source" in data.files else "labels", path=path,
+            )
+    except S2RError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise S2RError(f"cannot read SP-Feat file {path}: {exc}", hint="the file may be truncated; compute it again") from exc
+    if result.features.ndim != 2 or result.features.shape[0] != len(result.names):
+        raise S2RError(f"{path}: features {result.features.shape} do not match {len(result.names)} names")
+    if result.features.shape[1] != feature_dim(result.num_classes, result.levels):
+        raise S2RError(f"{path}: feature length {result.features.shape[1]} does not match "
+                       f"{result.num_classes} classes at levels {list(result.levels)}")
+    return result
+
+
+def partial_path(out_path: str | Path) -> Path:
+    """Where the resumable partial result of ``out_path`` lives: ``NAME.partial.npz``."""
+    out_path = Path(out_path)
+    stem = out_path.name[:-4] if out_path.name.endswith(".npz") else out_path.name
+    return out_path.with_name(stem + ".partial.npz")
+
+
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    from ..utils.atomic import atomic_write_with
+
+    atomic_write_with(path, lambda fh: np.savez(fh, **arrays))
+
+
+def _dataset_spec(dataset) -> str:
+    split = getattr(dataset, "split", None)
+    spec = f"{getattr(dataset, 'kind', 'folder')}:{getattr(dataset, 'root', '')}"
+    return spec + (f"?split={split}" if split else "")
+
+
+# Worker state: set once per process by the pool initializer (or in-process for 1 worker).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(dataset, num_classes: int, levels: tuple[int, ...], ignore_index: int) -> None:
+    _WORKER.update(dataset=dataset, num_classes=num_classes, levels=levels, ignore_index=ignore_index)
+
+
+def _label_chunk(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    w = _WORKER
+    feats = np.empty((len(indices), feature_dim(w["num_classes"], w["levels"])), np.float32)
+    counts = np.empty((len(indices), w["num_classes"]), np.int64)
+    for row, i in enumerate(indices):
+        label = w["dataset"].read_label(int(i))
+        try:
+            feats[row], counts[row] = spfeat_with_counts(label, w["num_classes"], w["levels"], w["ignore_index"])
+        except S2RError as exc:
+            name = w["dataset"].names[int(i)]
+            raise S2RError(f"{name}: {exc.message}", hint=exc.hint) from None
+    return indices, feats, counts
+
+
+class _SegmenterLabels:
+    """Labels predicted by a segmenter checkpoint: argmax of its logits, per image."""
+
+    def __init__(self, dataset, checkpoint: str | Path, num_classes: int, space: str, size: tuple[int, int] | None):
+        import torch
+
+        from ..console import settings
+        from ..device import resolve_device
+        from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+
+        self.torch = torch
+        self.dataset = dataset
+        self.size = size
+        self.device = resolve_device(settings.device)
+        ckpt = load_checkpoint(checkpoint, map_location="cpu")
+        model, _ = model_from_checkpoint(ckpt)
+        model_classes = int(getattr(model, "num_classes", -1))
+        if model_classes != num_classes:
+            raise S2RError(
+                f"segmenter {checkpoint} predicts {model_classes} classes, but the label space {space!r} has {num_classes}",
+                hint="pass --space matching the segmenter, or a segmenter trained in this label space",
+            )
+        ckpt_space = ckpt.get("label_space")
+        if ckpt_space and ckpt_space != space:
+            raise S2RError(f"segmenter {checkpoint} was trained in label space {ckpt_space!r}, not {space!r}",
+                           hint=f"pass --space {ckpt_space}")
+        self.model = model.to(self.device).eval()
+
+    def read_label(self, i: int) -> np.ndarray:
+        torch = self.torch
+        image = self.dataset.read_image(i)
+        if self.size is not None and tuple(image.shape[:2]) != tuple(self.size):
+            from PIL import Image
+
+            image = np.asarray(Image.fromarray(image).resize((self.size[1], self.size[0]), Image.BICUBIC))
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+        with torch.inference_mode():
+            logits = self.model(x.unsqueeze(0).to(self.device))
+        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+    @property
+    def names(self):
+        return self.dataset.names
+
+
+def compute_spfeat_file(
+    dataset,
+    out_path: str | Path,
+    levels: Sequence[int] = DEFAULT_LEVELS,
+    workers: int = 1,
+    segmenter: str | Path | None = None,
+    *,
+    space: str = "cityscapes19",
+    spec: str | None = None,
+    overwrite: bool = False,
+    segmenter_size: tuple[int, int] | None = None,
+    chunk_size: int = 16,
+    partial_every_s: float = 30.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compute SP-Feat for every image of ``dataset`` and write ``out_path`` (``.npz``).
+
+    Args:
+        dataset: a :class:`~s2rcli.data.datasets.Dataset`, or a spec string opened in ``space``.
+        out_path: the ``.npz`` to write: ``features`` (N x D float32), ``names``,
+            ``levels``, ``space``, ``num_classes``, ``spec``, plus ``class_pixels``
+            (N x C exact labelled-pixel counts) and ``source``.
+        levels: pyramid levels.
+        workers: processes reading labels in parallel (1 = in this process).
+            Ignored with a segmenter, whose inference runs in this process.
+        segmenter: a segmenter checkpoint; its argmax predictions replace the
+            dataset's labels (for real images without annotation).
+        spec: recorded in the file (the previews of ``prepare pairs`` reopen it);
+            defaults to the spec string, or ``KIND:ROOT?split=...``.
+        overwrite: replace an existing ``out_path``.
+        segmenter_size: resize images to (H, W) before segmenting (None = native).
+        chunk_size: images per work unit.
+        partial_every_s: how often the partial result ``NAME.partial.npz`` is
+            rewritten (atomically). A run that stops early continues from it;
+            it is removed once ``out_path`` is written.
+
+    Memory stays at the output matrix plus one chunk per worker, whatever N is.
+    Returns a summary dict (count, dimension, seconds, resumed images, path).
+    """
+    from ..utils.atomic import refuse_overwrite
+
+    out_path = Path(out_path)
+    refuse_overwrite(out_path, overwrite, "SP-Feat file")
+    if isinstance(dataset, (str, os.PathLike)):
+        from .datasets import open_dataset
+
+        spec = spec or str(dataset)
+        dataset = open_dataset(str(dataset), space)
+    spec = spec or _dataset_spec(dataset)
+    label_space = dataset.space
+    space_name, num_classes, ignore = label_space.name, int(label_space.num_classes), int(label_space.ignore_index)
+    levels = check_levels(levels)
+    names = np.asarray(list(dataset.names), dtype=str)
+    n = len(names)
+    if n == 0:
+        raise S2RError(f"no images found in {spec}", hint="check the dataset path and split")
+    if segmenter is None and not getattr(dataset, "has_labels", True):
+        raise S2RError(f"{spec} has no labels to compute SP-Feat from",
+                       hint="pass --segmenter CKPT to use a segmenter's predictions instead")
+    source = "labels" if segmenter is None else f"segmenter:{Path(segmenter).resolve()}"
+    dim = feature_dim(num_classes, levels)
+
+    features = np.zeros((n, dim), np.float32)
+    class_pixels = np.zeros((n, num_classes), np.int64)
+    done = np.zeros(n, bool)
+    meta = {"names": names, "levels": np.asarray(levels, np.int64), "space": np.asarray(space_name),
+            "num_classes": np.asarray(num_classes), "spec": np.asarray(spec), "source": np.asarray(source),
+            "format": np.asarray(FORMAT), "format_version": np.asarray(FORMAT_VERSION)}
+
+    part = partial_path(out_path)
+    resumed = 0
+    if part.exists():
+        resumed = _load_partial(part, meta, features, class_pixels, done)
+
+    def save_partial() -> None:
+        _save_npz(part, {**meta, "features": features, "class_pixels": class_pixels, "done": done})
+
+    todo = np.flatnonzero(~done)
+    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
+    workers = max(1, int(workers))
+    t0 = time.perf_counter()
+    last_save = time.monotonic()
+    dirty = False
+    pool = None
+    from ..training.progress import make_progress
+
+    bar = make_progress()
+    if not progress:
+        bar.disable = True
+    try:
+        if segmenter is not None:
+            _init_worker(_SegmenterLabels(dataset, segmenter, num_classes, space_name, segmenter_size),
+                         num_classes, levels, ignore)
+            results = map(_label_chunk, chunks)
+        elif workers == 1 or len(chunks) <= 1:
+            _init_worker(dataset, num_classes, levels, ignore)
+            results = map(_label_chunk, chunks)
+        else:
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            pool = multiprocessing.get_context(method).Pool(
+                min(workers, len(chunks)), initializer=_init_worker, initargs=(dataset, num_classes, levels, ignore))
+            results = pool.imap_unordered(_label_chunk, chunks)
+        with bar:
+            task = bar.add_task("SP-Feat", total=n, completed=int(done.sum()))
+            last_refresh = 0.0
+            for indices, feats, counts in results:
+                features[indices], class_pixels[indices], done[indices] = feats, counts, True
+                dirty = True
+                bar.advance(task, len(indices))
+                now = time.monotonic()
+                if now - last_refresh > 0.2:
+                    bar.refresh()
+                    last_refresh = now
+                if now - last_save > partial_every_s:
+                    save_partial()
+                    last_save, dirty = now, False
+            bar.refresh()
+    except BaseException:
+        # Keep what was computed: the next run continues from the partial file.
+        if dirty:
+            save_partial()
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        _WORKER.clear()
+
+    _save_npz(out_path, {**meta, "features": features, "class_pixels": class_pixels})
+    if part.exists():
+        part.unlink()
+    return {"path": str(out_path), "images": n, "dim": dim, "levels": list(levels), "space": space_name,
+            "source": source, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _load_partial(part: Path, meta: dict, features, class_pixels, done) -> int:
+    """Fill the arrays from a partial file written for the same inputs; returns the rows restored."""
+    from ..console import info, warn
+
+    try:
+        with np.load(part, allow_pickle=False) as data:
+            same = all(
+                k in data.files and np.array_equal(np.asarray(data[k]), np.asarray(meta[k]))
+                for k in ("names", "levels", "space", "num_classes", "source")
+            )
+            if not same:
+                warn(f"ignoring {part}: it was computed for other images, levels, space or labels")
+                return 0
+            features[:] = data["features"]
+            class_pixels[:] = data["class_pixels"]
+            done[:] = data["done"]
+    except (OSError, ValueError, KeyError) as exc:
+        warn(f"ignoring unreadable partial result {part}: {exc}")
+        return 0
+    restored = int(done.sum())
+    info(f"resuming from {part}: {restored}/{len(done)} images already done")
+    return restored
