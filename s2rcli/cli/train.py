@@ -2,17 +2,65 @@
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import typer
 
-from ..errors import NotYetAvailable
+from ..console import info
+from ..models import get_model_entry
 
 
-def train(model: str = typer.Argument(..., help="Registered model name (see `s2r models`)."),
-          out: str = typer.Option(..., "--out", help="Run folder.")) -> None:
-    """Train a registered translation model on synthetic and real data."""
-    raise NotYetAvailable("`s2r train` is not available yet: it arrives with the training engine")
+def train(
+    model: str = typer.Argument(..., help="Registered translation model, e.g. unit (`s2r models` lists them all)."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Synthetic (source) dataset spec, domain A."),
+    real: Optional[str] = typer.Option(None, "--real", help="Real (target) dataset spec, domain B."),
+    out: str = typer.Option(..., "--out", help="Run folder (config.json, checkpoints/, samples/, metrics.jsonl)."),
+    smart_batch: bool = typer.Option(False, "--smart-batch", help="Pair images with the SP-Feat smart batch loader."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", help="Pairs file from `s2r prepare pairs` (--smart-batch)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: tiny (CPU, demo) or paper (default: paper)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimisation steps (a resumed run continues to it)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs per step and process."),
+    size: Optional[str] = typer.Option(None, "--size", help="Training crop size HxW, e.g. 256x512."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for weights, pairs and augmentation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from checkpoints/latest.pt."),
+    config: Optional[str] = typer.Option(None, "--config", help="JSON file with config overrides (e.g. a run's config.json)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: dotted.key=value (JSON value)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    vgg_weights: Optional[str] = typer.Option(None, "--vgg-weights", help="VGG weights for the perceptual term: PATH or random."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision on CUDA: bf16 or fp16."),
+    accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches accumulated per update."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that already holds a run."),
+) -> None:
+    """Train a registered translation model on synthetic and real data.
+
+    Config priority: preset < --config < --set < explicit options. RUN/config.json
+    is written before step 0; Ctrl-C saves a checkpoint that --resume continues exactly.
+    Under torchrun (`torchrun --nproc-per-node 2 -m s2rcli train ...`) it trains data-parallel.
+    """
+    from ..training.config import parse_size
+    from ..training.runner import train_run
+
+    get_model_entry(model, kind="translation")  # one-line error listing the valid names
+    options = {
+        "data.synthetic": synthetic, "data.real": real, "data.smart_batch": True if smart_batch else None,
+        "data.pairs": pairs, "data.size": parse_size(size) if size else None, "seed": seed,
+        "train.steps": steps, "train.batch_size": batch_size, "train.amp": amp, "train.accumulate": accumulate,
+        "train.workers": workers, "train.vgg_weights": vgg_weights,
+    }
+    state = train_run(model, out, preset=preset, config_file=config, sets=set_ or [], options=options,
+                      resume=resume, overwrite=overwrite, dry_run=dry_run)
+    if state is None:
+        return
+    if state.status == "interrupted":
+        raise typer.Exit(130)
+    if state.dist.is_main:
+        info(f"done: {state.step} steps; checkpoint {out}/checkpoints/latest.pt")
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", epilog="Example: s2r train unit --synthetic demo:demo?split=synthetic "
-                "--real demo:demo?split=real --out runs/unit --smart-batch --pairs pairs.npz")(train)
+    app.command(
+        "train", no_args_is_help=True,
+        epilog="Example: s2r train unit --preset tiny --synthetic demo:demo?split=synthetic "
+        "--real demo:demo?split=real --out runs/unit --smart-batch --pairs pairs.npz",
+    )(train)

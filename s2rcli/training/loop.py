@@ -127,6 +127,12 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """Warm-up: early on the average follows the net closely ((1 + step) / (10 + step)),
+    so a short run's EMA is not dominated by the random initialisation."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, source: torch.nn.Module, decay: float) -> None:
     for e, s in zip(ema.parameters(), source.parameters()):
@@ -169,6 +175,8 @@ def train(
     state.scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16" and device.type == "cuda"))
     if resume is not None:
         state.restore(resume)
+        if dist.enabled:  # the checkpoint holds rank 0's RNG; give each rank its own stream again
+            seed_everything(seed + state.step, dist.rank)
 
     trainable = {name: [p for p in net.parameters()] for name, net in task.nets.items()}
     requires = {name: [p.requires_grad for p in params] for name, params in trainable.items()}
@@ -203,7 +211,7 @@ def train(
                 for sched in task.schedulers.values():
                     sched.step()
                 for ema_name, src in task.ema.items():
-                    update_ema(state.ema_nets[ema_name], task.nets[src], ema_decay)
+                    update_ema(state.ema_nets[ema_name], task.nets[src], ema_decay_at(ema_decay, state.step))
                 state.step += 1
                 for obs in observers:
                     obs.on_step_end(state, terms)

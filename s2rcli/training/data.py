@@ -1,0 +1,210 @@
+"""The data source of translation tasks: (synthetic, real) pairs, batched and augmented.
+
+A pair sampler (random, or the SP-Feat smart batch loader) says which
+synthetic image goes with which real one; this module reads both, applies a
+random scale-crop and horizontal flip, and stacks them into batches::
+
+    {"a": Bx3xHxW float in [-1, 1] (synthetic), "b": Bx3xHxW (real),
+     "a_label": BxHxW int64 (synthetic labels, 255 = ignore; only with labels=True),
+     "index": Bx2 int64 (synthetic, real) dataset indices, "draw": B int64 draw indices}
+
+Every random choice is a pure function of ``(seed, draw index)``, never of a
+global RNG, so a resumed run sees exactly the batches the uninterrupted run
+would have seen, with or without worker processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import S2RError
+from .task import DataSource
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def scale_crop_flip(image: np.ndarray, label: np.ndarray | None, size: Sequence[int], rng: np.random.Generator | None,
+                    *, scale_jitter: float = 0.125, flip: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize ``image`` (HxWx3 uint8) to cover ``size`` times a random factor in
+    ``[1, 1 + scale_jitter]``, crop ``size`` at a random offset, flip with p = 0.5.
+
+    With ``rng=None`` it is deterministic: cover ``size`` exactly and crop the centre.
+    Labels follow with nearest-neighbour resizing.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = image.shape[:2]
+    jitter = 1.0 + (rng.uniform(0.0, scale_jitter) if rng is not None and scale_jitter > 0 else 0.0)
+    scale = max(out_h / h, out_w / w) * jitter
+    new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
+        if label is not None:
+            label = np.asarray(Image.fromarray(label).resize((new_w, new_h), Image.NEAREST))
+    if rng is not None:
+        top, left = int(rng.integers(new_h - out_h + 1)), int(rng.integers(new_w - out_w + 1))
+        mirror = flip and bool(rng.integers(2))
+    else:
+        top, left, mirror = (new_h - out_h) // 2, (new_w - out_w) // 2, False
+    image = image[top:top + out_h, left:left + out_w]
+    label = label[top:top + out_h, left:left + out_w] if label is not None else None
+    if mirror:
+        image = image[:, ::-1]
+        label = label[:, ::-1] if label is not None else None
+    return image, label
+
+
+class PairDataSource(DataSource):
+    """Endless batches of (synthetic, real) pairs drawn by a :class:`~s2rcli.data.sampler.PairSampler`.
+
+    Args:
+        synthetic, real: datasets with ``read_image(i)`` (and ``read_label(i)`` for labels).
+        sampler: the pair sampler (already sharded to this rank).
+        batch_size: pairs per batch (per rank).
+        size: ``(H, W)`` of the training crops.
+        seed: seeds the augmentations, together with each pair's draw index.
+        labels: also return the synthetic labels (label-to-image models).
+        workers: DataLoader worker processes (0 = load in the training process).
+    """
+
+    def __init__(self, synthetic, real, sampler, *, batch_size: int, size: Sequence[int], seed: int = 0,
+                 labels: bool = False, workers: int = 0, scale_jitter: float = 0.125, flip: bool = True):
+        self.synthetic, self.real, self.sampler = synthetic, real, sampler
+        self.batch_size, self.size, self.seed = int(batch_size), (int(size[0]), int(size[1])), int(seed)
+        self.labels, self.workers = labels, int(workers)
+        self.scale_jitter, self.flip = float(scale_jitter), flip
+        self.consumed = int(sampler.position)  # draws handed to the loop (workers may have pre-fetched more)
+
+    # --- items -------------------------------------------------------------------------------------
+
+    def load(self, k: int, si: int, ri: int) -> dict[str, torch.Tensor]:
+        """Draw ``k``: synthetic image ``si`` and real image ``ri``, augmented by ``(seed, k)``."""
+        rng_a = np.random.default_rng([self.seed, int(k), 0])
+        rng_b = np.random.default_rng([self.seed, int(k), 1])
+        label = self.synthetic.read_label(si) if self.labels else None
+        a, a_label = scale_crop_flip(self.synthetic.read_image(si), label, self.size, rng_a,
+                                     scale_jitter=self.scale_jitter, flip=self.flip)
+        b, _ = scale_crop_flip(self.real.read_image(ri), None, self.size, rng_b,
+                               scale_jitter=self.scale_jitter, flip=self.flip)
+        item = {"a": _to_tensor(a), "b": _to_tensor(b), "index": torch.tensor([si, ri]), "draw": torch.tensor(k)}
+        if a_label is not None:
+            item["a_label"] = torch.from_numpy(np.array(a_label, dtype=np.int64))
+        return item
+
+    def _plan(self) -> Iterator[list[tuple[int, int, int]]]:
+        """Batches of ``(draw index, synthetic index, real index)``, advancing the sampler."""
+        s = self.sampler
+        pairs = iter(s)
+        while True:
+            batch = []
+            for _ in range(self.batch_size):
+                k = s.position * s.world_size + s.rank  # the draw index the sampler is about to use
+                si, ri = next(pairs)
+                batch.append((k, si, ri))
+            yield batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self.sampler.position = self.consumed
+        if self.workers <= 0:
+            for plan in self._plan():
+                batch = torch.utils.data.default_collate([self.load(*p) for p in plan])
+                self.consumed += len(plan)
+                yield batch
+            return
+        loader = torch.utils.data.DataLoader(
+            _PlanItems(self), batch_sampler=_PlanIterable(self), num_workers=self.workers,
+            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+        )
+        for batch in loader:  # the DataLoader keeps batch order, whatever the worker timing
+            self.consumed += batch["a"].shape[0]
+            yield batch
+
+    # --- resume and previews ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = dict(self.sampler.state_dict())
+        state["position"] = self.consumed
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            self.sampler.load_state_dict(state)
+            self.consumed = int(state["position"])
+
+    def fixed_batch(self, n: int = 4) -> dict[str, torch.Tensor]:
+        """``n`` evenly spaced synthetic and real images, centre-cropped: the sample grids' inputs."""
+        si = np.unique(np.linspace(0, len(self.synthetic) - 1, n).round().astype(int))
+        ri = np.unique(np.linspace(0, len(self.real) - 1, n).round().astype(int))
+        m = min(len(si), len(ri))
+        items = []
+        for s_idx, r_idx in zip(si[:m], ri[:m]):
+            label = self.synthetic.read_label(int(s_idx)) if self.labels else None
+            a, a_label = scale_crop_flip(self.synthetic.read_image(int(s_idx)), label, self.size, None)
+            b, _ = scale_crop_flip(self.real.read_image(int(r_idx)), None, self.size, None)
+            item = {"a": _to_tensor(a), "b": _to_tensor(b), "index": torch.tensor([int(s_idx), int(r_idx)])}
+            if a_label is not None:
+                item["a_label"] = torch.from_numpy(np.array(a_label, dtype=np.int64))
+            items.append(item)
+        return torch.utils.data.default_collate(items)
+
+
+class _PlanItems(torch.utils.data.Dataset):
+    def __init__(self, source: PairDataSource):
+        self.source = source
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        return self.source.load(*key)
+
+
+class _PlanIterable:
+    def __init__(self, source: PairDataSource):
+        self.source = source
+
+    def __iter__(self):
+        return self.source._plan()
+
+
+def make_pair_sampler(cfg: dict[str, Any], synthetic, real, dist):
+    """The smart (SP-Feat) sampler with ``data.smart_batch``, else uniform random pairs."""
+    from ..data import sampler as samplers
+
+    data_cfg = cfg["data"]
+    seed = int(cfg.get("seed", 0))
+    if data_cfg.get("smart_batch"):
+        factory = getattr(samplers, "make_pair_sampler", None)
+        if factory is None:
+            raise S2RError("--smart-batch needs the SP-Feat smart batch loader, which this install lacks",
+                           hint="drop --smart-batch to train with random pairs")
+        if not data_cfg.get("pairs"):
+            raise S2RError("--smart-batch needs --pairs PAIRS.npz",
+                           hint="build it with `s2r prepare spfeat` and `s2r prepare pairs`")
+        return factory(True, data_cfg["pairs"], synthetic, real, seed=seed, rank=dist.rank,
+                       world_size=dist.world_size)
+    return samplers.RandomPairSampler(len(synthetic), len(real), seed=seed, rank=dist.rank,
+                                      world_size=dist.world_size)
+
+
+def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels: bool = False) -> PairDataSource:
+    """The standard data source of a translation task, from the resolved config.
+
+    ``data`` is ``{"synthetic": Dataset, "real": Dataset}``; ``labels=True`` adds
+    the synthetic labels (label-to-image models).
+    """
+    for key in ("synthetic", "real"):
+        if key not in data or data[key] is None or len(data[key]) == 0:
+            raise S2RError(f"the {key} dataset is empty", hint=f"check the --{key} spec")
+    if labels and not data["synthetic"].has_labels:
+        raise S2RError("this model needs synthetic labels, but the --synthetic dataset has none",
+                       hint="point --synthetic at a dataset with label maps")
+    train, data_cfg = cfg["train"], cfg["data"]
+    sampler = make_pair_sampler(cfg, data["synthetic"], data["real"], dist)
+    return PairDataSource(
+        data["synthetic"], data["real"], sampler, batch_size=int(train["batch_size"]), size=data_cfg["size"],
+        seed=int(cfg.get("seed", 0)), labels=labels, workers=int(train.get("workers", 0)),
+        scale_jitter=float(data_cfg.get("scale_jitter", 0.125)), flip=bool(data_cfg.get("flip", True)),
+    )

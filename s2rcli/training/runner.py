@@ -1,0 +1,209 @@
+"""Everything ``s2r train`` does around the loop: the run folder, data, observers, DDP.
+
+:func:`train_run` is the importable function behind the command::
+
+    from s2rcli.training.runner import train_run
+    state = train_run("unit", "runs/unit", preset="tiny",
+                      options={"data.synthetic": "demo:demo?split=synthetic", "data.real": "demo:demo?split=real"})
+
+A run folder holds ``config.json`` (written before step 0), ``checkpoints/latest.pt``,
+``metrics.jsonl``, ``samples/step_XXXXXX.png`` and ``losses.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from ..console import console, info, settings, stdout, warn
+from ..device import resolve_device
+from ..errors import S2RError
+from ..models import create_model, get_model_entry
+from .checkpoint import load_checkpoint
+from .config import config_differences, resolve_config
+from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .loop import Observer, TrainState, seed_everything, train
+from .observers import CheckpointObserver, LossPlotObserver, SampleObserver
+from .progress import ProgressObserver
+from .stats import MetricsObserver, write_config
+
+RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json")
+
+# Keys that may change on --resume without breaking the exact continuation.
+RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.workers"}
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "latest.pt"
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run: an existing run needs ``--resume`` or ``--overwrite``."""
+    if resume and overwrite:
+        raise S2RError("--resume and --overwrite contradict each other", hint="pick one")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise S2RError(f"--out {run_dir} is a file, not a folder")
+    has_run = latest_checkpoint(run_dir).exists()
+    if resume and not has_run:
+        raise S2RError(f"nothing to resume: {latest_checkpoint(run_dir)} does not exist",
+                       hint="drop --resume to start a new run")
+    if has_run and not (resume or overwrite):
+        raise S2RError(f"run folder {run_dir} already holds a run",
+                       hint="pass --resume to continue it, --overwrite to start over, or choose another --out")
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Remove what a previous run wrote (and nothing else the folder holds)."""
+    for name in RUN_ARTIFACTS:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def open_training_data(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Open the ``--synthetic`` and ``--real`` specs in the run's label space."""
+    from ..data.datasets import open_dataset
+
+    data = {}
+    for key in ("synthetic", "real"):
+        spec = cfg["data"].get(key)
+        if not spec:
+            raise S2RError(f"--{key} is required", hint=f"give a dataset spec, e.g. --{key} demo:demo?split={key}")
+        data[key] = open_dataset(spec, space=cfg.get("label_space", "cityscapes19"))
+        if len(data[key]) == 0:
+            raise S2RError(f"--{key} {spec}: the dataset has no images", hint="check the path and split")
+    return data
+
+
+def make_observers(cfg: Mapping[str, Any], run_dir: Path, task, *, quiet: bool = False) -> list[Observer]:
+    """Progress bar, metrics.jsonl, checkpoints, sample grids and the loss plot, in that order
+    (metrics flush before the plot reads them)."""
+    train_cfg = cfg["train"]
+    fixed = task.data.fixed_batch(int(train_cfg.get("samples", 4))) if hasattr(task.data, "fixed_batch") else None
+    observers: list[Observer] = []
+    if not quiet:
+        observers.append(ProgressObserver())
+    observers += [
+        MetricsObserver(run_dir, every=int(train_cfg["log_every"])),
+        CheckpointObserver(run_dir, every=int(train_cfg["checkpoint_every"]), monitor=task.monitor),
+        SampleObserver(run_dir, fixed, every=int(train_cfg["sample_every"])),
+        LossPlotObserver(run_dir, every=int(train_cfg["checkpoint_every"])),
+    ]
+    return observers
+
+
+def run_training(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    *,
+    device: torch.device,
+    resume: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    dist: DistInfo | None = None,
+    observers: Sequence[Observer] | None = None,
+    extra_observers: Iterable[Observer] = (),
+) -> TrainState:
+    """Build the model's task from a resolved config and run the loop.
+
+    ``data`` defaults to opening the config's specs; ``observers`` defaults to
+    :func:`make_observers`; ``resume`` is a loaded checkpoint.
+    """
+    dist = dist or DistInfo()
+    train_cfg = cfg["train"]
+    if train_cfg.get("amp") and device.type != "cuda":
+        info(f"note: --amp {train_cfg['amp']} applies to CUDA only; training on {device.type} in fp32")
+    data = data if data is not None else open_training_data(cfg)
+    seed_everything(int(cfg["seed"]), 0)  # identical initial weights on every rank (rank 0's are broadcast anyway)
+    model = create_model(cfg["model"], **cfg["model_kwargs"])
+    task = model.make_task(cfg, data, dist, device)
+    if train_cfg.get("channels_last"):
+        for net in task.nets.values():
+            net.to(memory_format=torch.channels_last)
+    if observers is None:
+        observers = make_observers(cfg, run_dir, task, quiet=settings.quiet or not dist.is_main)
+    return train(
+        task, steps=int(train_cfg["steps"]), device=device, config=cfg, run_dir=Path(run_dir), seed=int(cfg["seed"]),
+        accumulate=int(train_cfg["accumulate"]), amp=train_cfg.get("amp"), ema_decay=float(train_cfg["ema_decay"]),
+        resume=resume, observers=[*observers, *extra_observers], dist=dist,
+    )
+
+
+def resolve_run_config(
+    model: str, run_dir: Path, *, preset: str | None, config_file: str | None, sets: Sequence[str],
+    options: Mapping[str, Any], resume: bool,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The config for a new run, or (with ``resume``) the run's own config plus allowed changes."""
+    if not resume:
+        return resolve_config(model, preset=preset, config_file=config_file, sets=sets, options=options), None
+    ckpt = load_checkpoint(latest_checkpoint(run_dir))
+    if ckpt["model"] != model:
+        raise S2RError(f"{run_dir} is a {ckpt['model']!r} run, not {model!r}",
+                       hint=f"resume it with `s2r train {ckpt['model']} --out {run_dir} --resume`")
+    saved = ckpt.get("config") or {}
+    cfg = resolve_config(model, preset=preset, config_file=config_file, sets=sets, options=options, base=saved)
+    changed = [k for k in config_differences(saved, cfg) if k not in RESUMABLE_CHANGES]
+    if changed:
+        warn("resuming with changed settings (" + ", ".join(changed) + "): the run no longer continues exactly")
+    return cfg, ckpt
+
+
+def train_run(
+    model: str,
+    run_dir: str | Path,
+    *,
+    preset: str | None = None,
+    config_file: str | None = None,
+    sets: Sequence[str] = (),
+    options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    device: torch.device | None = None,
+    data: dict[str, Any] | None = None,
+    extra_observers: Iterable[Observer] = (),
+) -> TrainState | None:
+    """``s2r train`` as a function: resolve the config, prepare the run folder, train.
+
+    Under ``torchrun`` each process joins the group; rank 0 alone writes files.
+    Returns the final :class:`TrainState` (``None`` for a dry run).
+    """
+    entry = get_model_entry(model, kind="translation")
+    run_dir = Path(run_dir)
+    options = dict(options or {})
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    cfg, ckpt = resolve_run_config(model, run_dir, preset=preset, config_file=config_file, sets=sets,
+                                   options=options, resume=resume)
+    if dry_run:
+        stdout.print_json(json.dumps(cfg))
+        console.print("Dry run; exiting.")
+        return None
+    if entry.input_kind == "label" and cfg["label_space"] is None:
+        raise S2RError(f"{model} needs a label space", hint="--set label_space=cityscapes19")
+
+    device = device or resolve_device(settings.device)
+    dist = init_distributed(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        if dist.is_main:
+            if overwrite:
+                clear_run_dir(run_dir)
+            write_config(run_dir, cfg, overwrite=True)
+        barrier()
+        where = f"{dist.world_size} processes" if dist.enabled else device.type
+        if dist.is_main:
+            start = f"resuming {model} at step {ckpt['step']}" if ckpt else f"training {model} ({cfg['preset']} preset)"
+            info(f"{start} on {where}; run folder {run_dir}")
+        state = run_training(cfg, run_dir, device=device, resume=ckpt, data=data, dist=dist,
+                             extra_observers=extra_observers)
+        barrier()
+    finally:
+        cleanup()
+    return state
