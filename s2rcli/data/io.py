@@ -1,0 +1,154 @@
+"""Decoding images and label files, with one-line errors that name the file.
+
+Label decoders return the *raw* values stored in the file (uint8 or uint16 HxW); mapping them
+into a label space is the job of :class:`s2rcli.data.labels.RawTable`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..errors import S2RError
+from ..utils.atomic import atomic_write_bytes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+cv2.setNumThreads(1)  # decoding runs in worker processes; one thread each avoids oversubscription
+
+
+def _unreadable(path: Path, exc: BaseException | str, what: str) -> S2RError:
+    reason = exc if isinstance(exc, str) else (" ".join(str(exc).split()) or type(exc).__name__)
+    return S2RError(f"cannot read {what} {path}: {reason}",
+                    hint="the file may be truncated or corrupt; re-extract it, or pass --on-error skip "
+                         "(?on_error=skip in a spec) to leave such files out")
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(path)
+            image.load()  # decode now, so a truncated file fails here, not later
+        return image
+    except FileNotFoundError:
+        raise S2RError(f"{what} not found: {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, exc, what) from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as an HxWx3 uint8 RGB array (grey, palette and RGBA images are converted)."""
+    path = Path(path)
+    image = _open(path, "image")
+    if image.mode in ("I;16", "I;16B", "I", "F"):
+        raise _unreadable(path, f"mode {image.mode} is not an 8-bit photo", "image")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise S2RError(f"file not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _unreadable(path, exc, "file") from None
+    return height, width
+
+
+def read_index_label(path: str | Path) -> np.ndarray:
+    """A single-channel label PNG (grey or palette) as its stored values, HxW uint8 (uint16 if 16-bit).
+
+    For palette PNGs (GTA5, Mapillary) the stored value is the palette index, which is the class id.
+    """
+    path = Path(path)
+    image = _open(path, "label")
+    if image.mode in ("L", "P"):
+        return np.asarray(image)
+    if image.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(image).astype(np.uint16)
+    if image.mode == "I":
+        array = np.asarray(image)
+        if array.min() < 0 or array.max() > 65535:
+            raise _unreadable(path, "label values do not fit 16 bits", "label")
+        return array.astype(np.uint16)
+    raise S2RError(f"label {path} is a {image.mode} image, not a single-channel id map",
+                   hint="point the spec at the id labels (e.g. *_gtFine_labelIds.png, not *_color.png)")
+
+
+def read_first_channel_16bit(path: str | Path) -> np.ndarray:
+    """SYNTHIA's labels: 16-bit, 3-channel PNGs with the class id in the first (red) channel.
+
+    Pillow opens these as 8-bit RGB with silently wrong values, so they are decoded with OpenCV.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise S2RError(f"label not found: {path}")
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise _unreadable(path, "OpenCV could not decode it", "label")
+    if array.ndim == 3:
+        array = array[:, :, 2] if array.shape[2] >= 3 else array[:, :, 0]  # OpenCV gives BGR(A): red is index 2
+    return np.ascontiguousarray(array)
+
+
+def read_red_channel(path: str | Path) -> np.ndarray:
+    """CARLA's raw semantic camera output: the tag is the red channel."""
+    path = Path(path)
+    image = _open(path, "label")
+    if image.mode in ("L", "P"):  # a single channel that already holds the tag
+        return np.asarray(image) if image.mode == "L" else np.asarray(image.convert("RGB"))[:, :, 0]
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image)[:, :, 0])
+
+
+def read_rgb_label(path: str | Path) -> np.ndarray:
+    """A colour-coded label image as HxWx3 uint8 (decoded to ids with :func:`colors_to_ids`)."""
+    path = Path(path)
+    image = _open(path, "label")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> HxW int32 with value r<<16 | g<<8 | b."""
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def colors_to_ids(rgb: np.ndarray, colors: dict[tuple[int, int, int], int], unknown: int) -> np.ndarray:
+    """Map each pixel's colour to an id through ``colors``; colours not listed become ``unknown``.
+
+    Returns uint16 so ``unknown`` may lie above every id.
+    """
+    keys = np.array(sorted((r << 16) | (g << 8) | b for r, g, b in colors), np.int32)
+    values = np.array([colors[((k >> 16) & 255, (k >> 8) & 255, k & 255)] for k in keys], np.uint16)
+    packed = pack_rgb(rgb)
+    pos = np.clip(np.searchsorted(keys, packed), 0, len(keys) - 1)
+    return np.where(keys[pos] == packed, values[pos], np.uint16(unknown)).astype(np.uint16)
+
+
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG bytes of an HxW (grey) or HxWx3 (RGB) uint8 array; deterministic for equal input."""
+    import io
+
+    buffer = io.BytesIO()  # Pillow infers mode L from HxW uint8 and RGB from HxWx3 uint8
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(
+        buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def write_png(array: np.ndarray, path: str | Path, *, overwrite: bool = True, compress_level: int = 1) -> Path:
+    """Write an HxW uint8 label map (8-bit grey PNG) or HxWx3 RGB image, atomically."""
+    return atomic_write_bytes(path, encode_png(array, compress_level), overwrite=overwrite)

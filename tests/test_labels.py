@@ -1,0 +1,75 @@
+"""Label spaces and raw tables: the Cityscapes table comes from cityscapesscripts, the rest is data."""
+
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import id2label, trainId2label
+
+from s2rcli.data.labels import (IGNORE, SYNTHIA13_TRAIN_IDS, SYNTHIA16_TRAIN_IDS, UNKNOWN, RawTable, colorize,
+                                conversion_lut, get_label_space, identity_table, list_label_spaces, overlay)
+from s2rcli.errors import S2RError
+
+
+def test_cityscapes19_matches_cityscapesscripts():
+    space = get_label_space("cityscapes19")
+    assert space.num_classes == 19 and space.ignore_index == 255
+    for train_id in range(19):
+        assert space.class_names[train_id] == trainId2label[train_id].name
+        assert space.colors[train_id] == tuple(trainId2label[train_id].color)
+    assert space.class_names[0] == "road" and space.class_names[13] == "car" and space.class_names[18] == "bicycle"
+    assert space.index("sky") == 10
+
+
+def test_cityscapes34_and_synthia_subsets():
+    cs34 = get_label_space("cityscapes34")
+    assert cs34.num_classes == 34 and cs34.class_names[26] == "car" and cs34.class_names[7] == "road"
+    assert cs34.train_ids[26] == 13 and cs34.train_ids[0] == IGNORE
+    s16, s13 = get_label_space("synthia16"), get_label_space("synthia13")
+    assert s16.num_classes == 16 and s13.num_classes == 13
+    assert "terrain" not in s16.class_names and "truck" not in s16.class_names and "train" not in s16.class_names
+    assert {"wall", "fence", "pole"} <= set(s16.class_names) and not {"wall", "fence", "pole"} & set(s13.class_names)
+    assert s16.train_ids == SYNTHIA16_TRAIN_IDS and s13.train_ids == SYNTHIA13_TRAIN_IDS
+    assert s16.class_names[9] == "sky" and s13.class_names[3] == "traffic light"
+    assert set(list_label_spaces()) == {"cityscapes19", "cityscapes34", "synthia16", "synthia13"}
+
+
+def test_unknown_space_lists_the_valid_ones():
+    with pytest.raises(S2RError, match="cityscapes19"):
+        get_label_space("ade20k")
+    with pytest.raises(S2RError, match="no class"):
+        get_label_space("cityscapes19").index("dragon")
+
+
+def test_conversions():
+    cs34_to_19 = conversion_lut("cityscapes34", "cityscapes19")
+    for label_id in range(34):
+        expected = id2label[label_id].trainId
+        assert cs34_to_19[label_id] == (expected if 0 <= expected < 255 else 255)
+    to34 = conversion_lut("cityscapes19", "cityscapes34")
+    assert to34[0] == 7 and to34[13] == 26 and to34[18] == 33 and to34[255] == 255
+    to16 = conversion_lut("cityscapes19", "synthia16")
+    assert to16[9] == 255 and to16[14] == 255 and to16[16] == 255 and to16[10] == 9 and to16[18] == 15
+    to13 = conversion_lut("cityscapes19", "synthia13")
+    assert to13[3] == 255 and to13[5] == 255 and to13[6] == 3
+    assert list(conversion_lut("cityscapes34", "cityscapes34")[:34]) == list(range(34))
+
+
+def test_raw_table_composes_with_the_space():
+    table = RawTable("toy", "cityscapes34", {7: 7, 26: 26, 3: 24}, known=tuple(range(30)))
+    lut19 = table.lut("cityscapes19")
+    assert lut19[7] == 0 and lut19[26] == 13 and lut19[3] == 11
+    assert lut19[5] == IGNORE            # known, not mapped
+    assert lut19[31] == UNKNOWN          # outside the table
+    lut34 = table.lut("cityscapes34")
+    assert lut34[26] == 26 and lut34[3] == 24
+    ident = identity_table("cityscapes19").lut("cityscapes19")
+    assert ident[18] == 18 and ident[255] == IGNORE and ident[19] == UNKNOWN and ident[200] == UNKNOWN
+
+
+def test_colorize_and_overlay():
+    label = np.array([[0, 13], [255, 10]], np.uint8)
+    rgb = colorize(label)
+    assert rgb.shape == (2, 2, 3) and tuple(rgb[0, 0]) == (128, 64, 128) and tuple(rgb[0, 1]) == (0, 0, 142)
+    assert tuple(rgb[1, 0]) == (0, 0, 0)
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mixed = overlay(image, label, alpha=0.5)
+    assert tuple(mixed[1, 0]) == (100, 100, 100) and tuple(mixed[0, 0]) == (114, 82, 114)
