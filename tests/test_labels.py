@@ -73,3 +73,32 @@ def test_colorize_and_overlay():
     image = np.full((2, 2, 3), 100, np.uint8)
     mixed = overlay(image, label, alpha=0.5)
     assert tuple(mixed[1, 0]) == (100, 100, 100) and tuple(mixed[0, 0]) == (114, 82, 114)
+
+
+def test_dataset_tables_known_entries():
+    from s2rcli.data import tables as t
+
+    gta = t.CITYSCAPES_LABEL_IDS.lut("cityscapes19")  # GTA5, Synscapes and Cityscapes share it
+    assert (gta[7], gta[8], gta[26], gta[33], gta[0], gta[34]) == (0, 1, 13, 18, 255, UNKNOWN)
+
+    assert len(t.SYNTHIA_CLASSES) == 23 and t.SYNTHIA_CLASSES[21] == "wall" and t.SYNTHIA_CLASSES[8] == "car"
+    synthia = t.SYNTHIA.lut("cityscapes19")
+    assert (synthia[3], synthia[21], synthia[1], synthia[8], synthia[11], synthia[22], synthia[23]) == (
+        0, 3, 10, 13, 18, 255, UNKNOWN)
+    s16 = t.SYNTHIA.lut("synthia16")
+    assert (s16[1], s16[12], s16[11]) == (9, 14, 15)  # sky, motorcycle, bicycle in the compact 16-class space
+
+    assert len(t.MAPILLARY_V12_CLASSES) == 66 and t.MAPILLARY_V12_CLASSES[55] == "object--vehicle--car"
+    assert t.MAPILLARY_V12_CLASSES[65] == "void--unlabeled" and t.MAPILLARY_V12_CLASSES[27] == "nature--sky"
+    minimal, liberal = (t.MAPILLARY_TABLES[k].lut("cityscapes19") for k in ("minimal", "liberal"))
+    assert (minimal[13], minimal[24], minimal[17], minimal[55], minimal[52], minimal[7], minimal[66]) == (
+        0, 0, 2, 13, 18, 255, UNKNOWN)
+    assert (liberal[7], liberal[9], liberal[44], liberal[26], liberal[63]) == (0, 1, 5, 9, 255)
+
+    old, new = (t.CARLA_TABLES[v].lut("cityscapes19") for v in ("0.9.13", "0.9.14"))
+    assert (old[7], old[6], old[1], old[10], old[22], old[3], old[23]) == (0, 0, 2, 13, 9, 255, UNKNOWN)
+    assert (new[1], new[11], new[14], new[19], new[24], new[20], new[29]) == (0, 10, 13, 18, 0, 255, UNKNOWN)
+    assert t.CARLA_0913_TAGS[13] == "Sky" and t.CARLA_0914_TAGS[11] == "Sky" and len(t.CARLA_0914_COLORS) == 29
+    assert t.CARLA_0913_COLORS[2] == (100, 40, 40) and t.CARLA_0914_COLORS[24] == (157, 234, 50)
+    colours, table = t.carla_color_table(None)
+    assert colours[(152, 251, 152)] == 9 and colours[(145, 170, 100)] == 9 and colours[(81, 0, 81)] == 255
