@@ -4,14 +4,55 @@ from __future__ import annotations
 
 import typer
 
-from ..console import info, stdout
-from ..errors import NotYetAvailable
+from ..console import info, stdout, warn
+from ..data.labels import list_label_spaces
+from ..errors import S2RError
 
 
-def remap(spec: str = typer.Argument(..., help="Dataset spec KIND:PATH[?split=...]."),
-          out: str = typer.Option(..., "--out", help="Output folder.")) -> None:
-    """Materialise labels in the common label space."""
-    raise NotYetAvailable("`s2r prepare remap` is not available yet: it arrives with the data layer")
+def remap(
+    spec: str = typer.Argument(..., help="Dataset spec KIND:PATH[?split=...&on_error=...], e.g. gta5:/data/gta5."),
+    out: str = typer.Option(..., "--out", help="Output folder: labels/, images/ (links) and manifest.json."),
+    space: str = typer.Option("cityscapes19", "--space", help="Label space: " + ", ".join(list_label_spaces()) + "."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Parallel processes (default: all CPU cores)."),
+    on_error: str = typer.Option(None, "--on-error", help="fail (default): stop at the first bad file; skip: leave "
+                                 "bad files out, map unknown raw values to 255, and report them."),
+    images: str = typer.Option("link", "--images", help="link (symbolic links to the source images), copy, or none."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite every file, or replace a different output."),
+) -> None:
+    """Write a dataset's labels in the common label space, as a folder dataset.
+
+    OUT/labels/<name>.png holds ids in --space (255 = ignore), with names mirroring the dataset's; OUT/images/ links to the source images, so folder:OUT is a complete dataset. An interrupted run resumes: valid files already in OUT are kept. Pixels with raw values outside the dataset's table are reported per value at the end.
+    """
+    from ..data.remap import remap_dataset
+    from ..training.progress import track
+
+    if on_error not in (None, "fail", "skip"):
+        raise S2RError(f"--on-error {on_error!r} is not one of fail, skip")
+    manifest = remap_dataset(spec, out, space=space, workers=workers, on_error=on_error, overwrite=overwrite,
+                             images=images, progress=lambda it, total: track(it, total, "remap"))
+    counts = manifest["counts"]
+    info(f"remapped {manifest['spec']} to {space} in {out} ({manifest['seconds']:.1f} s)")
+    for entry in manifest["skipped"][:10]:
+        warn(f"left out {entry['name']}: {entry['error']}")
+    if len(manifest["skipped"]) > 10:
+        warn(f"... and {len(manifest['skipped']) - 10} more (see {out}/manifest.json)")
+    from rich.table import Table
+
+    table = Table(title=f"remap {manifest['spec']} -> {out}")
+    for key in ("samples", "written", "kept", "skipped", "resized"):
+        table.add_column(key, justify="right")
+    table.add_row(*(str(counts[k]) for k in ("samples", "written", "kept", "skipped", "resized")))
+    stdout.print(table)
+    if manifest["unknown_pixels"]:
+        unknown = Table(title=f"pixels with raw values outside the table (mapped to 255), in "
+                              f"{len(manifest['unknown_files'])} file(s)")
+        unknown.add_column("raw value", justify="right")
+        unknown.add_column("pixels", justify="right")
+        for value, pixels in manifest["unknown_pixels"].items():
+            unknown.add_row(value, str(pixels))
+        stdout.print(unknown)
+    else:
+        stdout.print("no pixels with raw values outside the table")
 
 
 def demo(
@@ -25,9 +66,7 @@ def demo(
 ) -> None:
     """Write the procedural demo world: a synthetic and a real street-scene domain.
 
-    Synthetic images are flat game-like renderings of mostly built-up streets; real images are
-    textured, noisy, colour-shifted "photos" of mostly green suburbs. Labels are cityscapes19
-    trainIds. Read them back with the specs demo:OUT?split=synthetic|real|real_val.
+    Synthetic images are flat game-like renderings of mostly built-up streets; real images are textured, noisy, colour-shifted "photos" of mostly green suburbs. Labels are cityscapes19 trainIds. Read them back with the specs demo:OUT?split=synthetic|real|real_val.
     """
     from ..data.demo import parse_size, write_demo_world
     from ..training.progress import track
@@ -49,5 +88,6 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("remap", epilog="Example: s2r prepare remap gta5:/data/gta5 --out gta5_cs19")(remap)
+    app.command("remap", epilog="Example: s2r prepare remap gta5:/data/gta5 --out gta5_cs19 --workers 8 "
+                "--on-error skip")(remap)
     app.command("demo", epilog="Example: s2r prepare demo --out demo --n-synthetic 400 --n-real 200")(demo)

@@ -187,6 +187,8 @@ class Dataset:
         """Names of samples whose label was resized to its image (``mismatch=resize``)."""
         self.skipped_mismatched: list[str] = []
         """Names left out because label and image sizes differ (``mismatch=skip``)."""
+        self.warn_each = True
+        """Warn about each repaired file as it is read (bulk commands turn this off and report at the end)."""
         self._lut = table.lut(space) if table is not None else None
         self._warned: set[str] = set()
 
@@ -224,12 +226,21 @@ class Dataset:
 
     def read_label(self, i: int) -> np.ndarray:
         """HxW uint8 label map in ``space`` (255 = ignore), at the size of the image."""
+        return self.read_label_report(i)[0]
+
+    def read_label_report(self, i: int) -> tuple[np.ndarray, dict[int, int], bool]:
+        """``read_label`` plus what happened on the way: unknown raw values (pixels per value, with
+        ``on_error=skip``) and whether the label was resized to its image."""
         raw = self.read_raw_label(i)
-        label = self.map_raw(raw, self.samples[i].label)
-        return self._fit_to_image(i, label)
+        label, unknown = self._map(raw, self.samples[i].label)
+        label, resized = self._fit_to_image(i, label)
+        return label, unknown, resized
 
     def map_raw(self, raw: np.ndarray, source: Path | str | None = None) -> np.ndarray:
         """Map raw values through the table; unknown values fail or become 255 (``on_error``)."""
+        return self._map(raw, source)[0]
+
+    def _map(self, raw: np.ndarray, source: Path | str | None) -> tuple[np.ndarray, dict[int, int]]:
         lut = self._lut
         if raw.dtype != np.uint8 and lut.shape[0] == 256 and int(raw.max(initial=0)) < 256:
             raw = raw.astype(np.uint8)  # e.g. SYNTHIA's 16-bit ids: all small, so the fast path applies
@@ -249,30 +260,32 @@ class Dataset:
                     f"label {source} has raw values outside the {self.table.name} table: {listed}",
                     hint="check the dataset kind and its options; pass --on-error skip (?on_error=skip in the spec) "
                          "to map them to ignore (255) and report them")
-            self.unknown_pixels.update({int(v): int(c) for v, c in zip(values, counts)})
+            found = {int(v): int(c) for v, c in zip(values, counts)}
+            self.unknown_pixels.update(found)
             label[unknown] = IGNORE
             self._warn_once(str(source), f"label {source}: raw values outside the {self.table.name} table "
                                          f"mapped to ignore: {listed}")
-        return label
+            return label, found
+        return label, {}
 
-    def _fit_to_image(self, i: int, label: np.ndarray) -> np.ndarray:
+    def _fit_to_image(self, i: int, label: np.ndarray) -> tuple[np.ndarray, bool]:
         sample = self.samples[i]
         if sample.image is None:
-            return label
+            return label, False
         height, width = io.image_size(sample.image)
         if label.shape == (height, width):
-            return label
+            return label, False
         message = (f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image {sample.image} "
                    f"is {width}x{height}")
         if self.mismatch == "resize":
             self._warn_once(sample.name, message + "; resized the label (nearest)")
             if sample.name not in self.resized_labels:
                 self.resized_labels.append(sample.name)
-            return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+            return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST), True
         raise S2RError(message, hint="pass ?mismatch=resize (nearest) or ?mismatch=skip in the spec")
 
     def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
+        if self.warn_each and key not in self._warned:
             self._warned.add(key)
             warn(message)
 
@@ -684,16 +697,22 @@ def _open_carla(root: Path, split, options, space) -> Layout:
         kind = "raw" if all(_looks_like_raw_tags(io.read_rgb_label(p)) for p in probe[:2]) else "palette"
     if kind == "palette":
         colors, table = carla_color_table(None if version == "auto" else version)
-
-        def decode(path: Path) -> np.ndarray:
-            return io.colors_to_ids(io.read_rgb_label(path), colors, UNKNOWN_COLOR)
-
-        return Layout(samples, table, decode, missing, orphans, notes=notes)
+        return Layout(samples, table, ColorLabelDecoder(colors, UNKNOWN_COLOR), missing, orphans, notes=notes)
     if version == "auto" and probe:
         version, why = _detect_carla_version([io.read_red_channel(p) for p in probe])
         notes.append(f"read the labels as CARLA {version} tags ({why}); pass ?version= to choose")
     table = CARLA_TABLES["0.9.14" if version == "auto" else version]
     return Layout(samples, table, io.read_red_channel, missing, orphans, notes=notes)
+
+
+class ColorLabelDecoder:
+    """Decode a colour-coded label image to codes (a plain object, so datasets pickle to worker processes)."""
+
+    def __init__(self, colors: Mapping[tuple[int, int, int], int], unknown: int):
+        self.colors, self.unknown = dict(colors), unknown
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return io.colors_to_ids(io.read_rgb_label(path), self.colors, self.unknown)
 
 
 def _looks_like_raw_tags(rgb: np.ndarray) -> bool:

@@ -65,6 +65,23 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
+def verify_image(path: str | Path) -> tuple[int, int]:
+    """Check an image file's integrity without decoding its pixels (PNG chunk CRCs, truncation);
+    returns (height, width). Much cheaper than decoding, so bulk commands can afford it."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                image.verify()
+    except FileNotFoundError:
+        raise S2RError(f"image not found: {path}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _unreadable(path, exc, "image") from None
+    return height, width
+
+
 def read_index_label(path: str | Path) -> np.ndarray:
     """A single-channel label PNG (grey or palette) as its stored values, HxW uint8 (uint16 if 16-bit).
 

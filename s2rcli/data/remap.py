@@ -1,0 +1,181 @@
+"""``s2r prepare remap``: materialise a dataset's labels in the common label space.
+
+Output layout (a ``folder:`` dataset)::
+
+    OUT/labels/<name>.png    8-bit grey PNG, ids in the chosen space, 255 = ignore
+    OUT/images/<name>.<ext>  a symbolic link to the source image (``images="link"``, default),
+                             a copy (``"copy"``), or absent (``"none"``)
+    OUT/manifest.json        spec, space, counts, files left out and why, unknown raw values per value
+
+Names mirror the dataset's (``aachen/aachen_000000_000019``). The run is resumable: label files
+already in OUT that decode to the right size are kept, so an interrupted run picks up where it
+stopped (files are written atomically, so none is ever half-written). Pass ``overwrite=True`` to
+redo everything, or to write into a folder that holds a remap of a different spec or space.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+from .. import __version__
+from ..errors import S2RError
+from ..utils.atomic import atomic_path, atomic_write_json
+from . import io
+from .datasets import Dataset, Spec, open_dataset, parse_spec
+
+IMAGE_MODES = ("link", "copy", "none")
+
+_DATASET: Dataset | None = None  # the dataset inside a worker process
+_SETTINGS: dict = {}
+
+
+def _init_worker(dataset: Dataset, settings: dict) -> None:
+    global _DATASET, _SETTINGS
+    _DATASET, _SETTINGS = dataset, settings
+
+
+def _label_is_valid(path: Path, size: tuple[int, int] | None) -> bool:
+    """An existing output label that decodes as 8-bit grey at the expected size is kept on resume."""
+    try:
+        with Image.open(path) as image:
+            if image.mode != "L" or (size is not None and image.size != (size[1], size[0])):
+                return False
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+def _place_image(source: Path, target: Path, mode: str, overwrite: bool) -> None:
+    if mode == "none":
+        return
+    if target.is_symlink() or target.exists():
+        if not overwrite and (mode == "copy" or Path(os.readlink(target)) == source.resolve()):
+            return
+        target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "link":
+        try:
+            os.symlink(source.resolve(), target)
+        except OSError as exc:
+            raise S2RError(f"cannot link {target} -> {source}: {exc.strerror or exc}",
+                           hint="pass --images copy (or --images none) where links are not allowed") from None
+    else:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def _remap_one(index: int) -> dict:
+    ds, cfg = _DATASET, _SETTINGS
+    sample = ds.samples[index]
+    out = Path(cfg["out"])
+    target = out / "labels" / f"{sample.name}.png"
+    result = {"index": index, "name": sample.name, "status": "written", "unknown": {}, "resized": False}
+    try:
+        size = io.verify_image(sample.image) if sample.image is not None else None
+        if not cfg["overwrite"] and target.exists() and _label_is_valid(target, size):
+            result["status"] = "kept"
+        else:
+            label, unknown, resized = ds.read_label_report(index)
+            io.write_png(label, target)
+            result.update(unknown=unknown, resized=resized)
+        if sample.image is not None:
+            _place_image(sample.image, out / "images" / f"{sample.name}{sample.image.suffix.lower()}",
+                         cfg["images"], cfg["overwrite"])
+    except S2RError as exc:  # returned, not raised: the parent decides, and the hint survives the process hop
+        result.update(status="skipped" if ds.on_error == "skip" else "failed", error=exc.message, hint=exc.hint)
+    return result
+
+
+def remap_dataset(spec: str, out: str | Path, *, space: str = "cityscapes19", workers: int | None = None,
+                  on_error: str | None = None, overwrite: bool = False, images: str = "link",
+                  progress=None) -> dict:
+    """Write ``spec``'s labels in ``space`` to ``out`` and return the manifest.
+
+    ``on_error`` (fail|skip; default: the spec's, else fail) applies to unreadable files, images
+    without labels, sizes that differ and raw values outside the table: with ``skip`` the file is
+    left out (unknown values become 255) and everything is reported in the manifest.
+    """
+    if images not in IMAGE_MODES:
+        raise S2RError(f"--images {images!r} is not one of {', '.join(IMAGE_MODES)}")
+    out = Path(out)
+    dataset = open_dataset(spec, space, on_error=on_error)
+    if not dataset.has_labels:
+        raise S2RError(f"{dataset.spec} has no labels to remap", hint="remap needs a labelled split")
+    dataset.warn_each = False
+    manifest_path = out / "manifest.json"
+    # What the output is a remap of: on_error changes what gets reported, not what a written file holds.
+    parsed = parse_spec(dataset.spec)
+    source = str(Spec(parsed.kind, parsed.path, {k: v for k, v in parsed.options.items() if k != "on_error"}))
+    identity = {"spec": source, "space": dataset.space.name}
+    if manifest_path.exists() and not overwrite:
+        import json
+
+        try:
+            previous = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if {k: previous.get(k) for k in identity} != identity:
+            raise S2RError(f"{out} holds a different output ({previous.get('spec')}, {previous.get('space')})",
+                           hint="choose another --out, or pass --overwrite to replace it")
+    elif out.exists() and any(out.iterdir()) and not manifest_path.exists() and not overwrite:
+        raise S2RError(f"{out} is not empty and holds no remap manifest",
+                       hint="choose another --out, or pass --overwrite to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "s2r-remap", **identity, "kind": dataset.kind, "split": dataset.split,
+                "images": images, "status": "running", "s2r_version": __version__}
+    atomic_write_json(manifest_path, manifest)
+
+    settings = {"out": str(out), "overwrite": overwrite, "images": images}
+    n = len(dataset)
+    workers = max(1, min(workers if workers is not None else (os.cpu_count() or 1), n))
+    start = time.perf_counter()
+    results: list[dict] = []
+    try:
+        if workers > 1:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(dataset, settings)) as pool:
+                stream = pool.imap_unordered(_remap_one, range(n), chunksize=max(1, min(32, n // (8 * workers))))
+                _collect(progress(stream, n) if progress else stream, results)
+        else:
+            _init_worker(dataset, settings)
+            stream = map(_remap_one, range(n))
+            _collect(progress(stream, n) if progress else stream, results)
+    finally:
+        # Even when a file fails the run, record what was done: nothing written is lost.
+        manifest.update(_summarise(results, n, time.perf_counter() - start))
+        manifest["status"] = "complete" if len(results) == n else "interrupted"
+        atomic_write_json(manifest_path, manifest)
+    return manifest
+
+
+def _collect(stream, results: list[dict]) -> None:
+    for result in stream:
+        if result["status"] == "failed":
+            hint = result.get("hint") or "fix or remove the file, or pass --on-error skip to leave such files out"
+            raise S2RError(result["error"], hint=hint + "; files written so far are kept, and running again resumes")
+        results.append(result)
+
+
+def _summarise(results: list[dict], total: int, seconds: float) -> dict:
+    status = Counter(r["status"] for r in results)
+    unknown: Counter[int] = Counter()
+    for r in results:
+        unknown.update(r["unknown"])
+    return {
+        "counts": {"samples": total, "written": status["written"], "kept": status["kept"],
+                   "skipped": status["skipped"], "resized": sum(1 for r in results if r["resized"])},
+        "skipped": sorted(({"name": r["name"], "error": r["error"]} for r in results if r["status"] == "skipped"),
+                          key=lambda e: e["name"]),
+        "resized": sorted(r["name"] for r in results if r["resized"]),
+        "unknown_pixels": {str(v): unknown[v] for v in sorted(unknown)},
+        "unknown_files": sorted(r["name"] for r in results if r["unknown"]),
+        "seconds": round(seconds, 2),
+    }
