@@ -83,10 +83,26 @@ def test_weights_are_inverse_use_counts_and_probs_follow_them():
 
 
 def test_fallback_past_the_quota_when_candidates_run_out():
-    result = pair_features(REAL, SYN, k=1, max_uses=1, candidate_factor=1)
+    result = pair_features(REAL, SYN, k=1, max_uses=1, search_depth=1)
     assert result.candidates == 1
     assert result.neighbors[:, 0].tolist() == [0, 0, 0]
     assert result.over_quota == 2 and result.use_counts[0] == 3
+
+
+def test_the_search_goes_deeper_for_rows_still_short():
+    synthetic = np.arange(20, dtype=np.float32)[:, None]
+    real = np.zeros((10, 1), np.float32)  # ten identical queries: row i ends up with the i-th nearest
+    result = pair_features(real, synthetic, k=1, max_uses=1)
+    assert result.neighbors[:, 0].tolist() == list(range(10))
+    np.testing.assert_allclose(result.distances[:, 0], np.arange(10))
+    assert result.over_quota == 0 and result.candidates == 16  # 4, then 8, then 16 candidates
+    assert result.replaced == 9 and result.use_counts.max() == 1
+
+
+def test_the_quota_gives_way_only_when_it_cannot_hold():
+    result = pair_features(REAL, SYN, k=2, max_uses=1)  # 6 slots, 4 images x 1 use
+    assert result.over_quota == 2 and result.use_counts.sum() == 6
+    assert all(len(set(row)) == 2 for row in result.neighbors.tolist())
 
 
 def test_default_quota_and_errors():
@@ -103,10 +119,10 @@ def test_coverage_rises_with_the_quota_on_clustered_data():
     syn = rng.dirichlet(np.full(6, 0.3), size=400).astype(np.float32)
     real = rng.dirichlet(np.full(6, 0.3), size=60).astype(np.float32)
     loose = pair_features(real, syn, k=5, max_uses=60)
-    tight = pair_features(real, syn, k=5, max_uses=1, candidate_factor=80)  # every image is a candidate
+    tight = pair_features(real, syn, k=5, max_uses=1)  # the search goes as deep as it must
     assert loose.coverage == pytest.approx(loose.plain_coverage) and loose.replaced == 0
     assert tight.coverage == pytest.approx(300 / 400) and tight.use_counts.max() == 1 and tight.over_quota == 0
-    short = pair_features(real, syn, k=5, max_uses=1, candidate_factor=4)  # some rows run out of candidates
+    short = pair_features(real, syn, k=5, max_uses=1, search_depth=20)  # some rows run out of candidates
     assert short.over_quota > 0
     assert short.coverage == pytest.approx((300 - short.over_quota) / 400)
     assert short.use_counts.sum() == 300
@@ -204,7 +220,7 @@ def test_cli_pairs_writes_the_file_the_summary_and_the_class_chart(feature_files
     assert summary["most_used"][0]["uses"] == counts.max()
     assert (tmp_path / "class_frequencies.png").stat().st_size > 1000
     # the specs in the .npz point nowhere: the preview is skipped with a warning, not a crash
-    assert "preview" not in summary and "skipping the preview" in result.stderr
+    assert "preview" not in summary and "skipping the preview" in " ".join(result.stderr.split())
     # outputs are never replaced unasked
     again = runner.invoke(app, args)
     assert "already exists" in _one_error_line(again)
@@ -226,3 +242,29 @@ def test_cli_pairs_too_few_synthetic_images(feature_files, tmp_path):
     result = runner.invoke(app, ["prepare", "pairs", "--real", str(feature_files / "real.npz"), "--synthetic",
                                  str(feature_files / "syn.npz"), "-k", "41", "--out", str(tmp_path / "p.npz")])
     assert "only 40 synthetic images" in _one_error_line(result)
+
+
+def test_cli_pairs_draws_the_preview_from_the_demo_world(tmp_path):
+    from PIL import Image
+
+    from s2rcli.data.demo import write_demo_world
+
+    world = tmp_path / "demo"
+    write_demo_world(world, n_synthetic=8, n_real=4, n_real_val=0, size=(32, 64), workers=1)
+    compute_spfeat_file(f"demo:{world}?split=real", tmp_path / "real.npz", progress=False)
+    compute_spfeat_file(f"demo:{world}?split=synthetic", tmp_path / "syn.npz", progress=False)
+    out = tmp_path / "pairs" / "pairs.npz"
+    result = runner.invoke(app, ["prepare", "pairs", "--real", str(tmp_path / "real.npz"), "--synthetic",
+                                 str(tmp_path / "syn.npz"), "-k", "3", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["preview"] == str(out.parent / "pairs_preview.png")
+    with Image.open(out.parent / "pairs_preview.png") as im:
+        assert im.width > 400 and im.height > 400  # 4 queries x (photo + overlay) rows, 1 + 3 columns
+    assert load_pairs(out).neighbors.shape == (4, 3)
+    # --synthetic-data overrides the stored spec; an unreadable one skips the preview with a warning
+    again = runner.invoke(app, ["prepare", "pairs", "--real", str(tmp_path / "real.npz"), "--synthetic",
+                                str(tmp_path / "syn.npz"), "-k", "3", "--out", str(out), "--overwrite",
+                                "--synthetic-data", f"demo:{tmp_path / 'gone'}?split=synthetic", "--json"])
+    assert again.exit_code == 0, again.output
+    assert "preview" not in json.loads(again.stdout) and "skipping the preview" in " ".join(again.stderr.split())

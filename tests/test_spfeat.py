@@ -304,3 +304,94 @@ def test_segmenter_with_other_classes_is_refused(tmp_path, fake_segmenter):
     with pytest.raises(S2RError, match="predicts 5 classes"):
         compute_spfeat_file(FakeImages(2, labels=False), tmp_path / "p.npz", segmenter=path, progress=False)
     assert not Path(tmp_path / "p.npz").exists()
+
+
+# --- the CLI, on a tiny demo world --------------------------------------------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from s2rcli.cli.app import app  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    from s2rcli.data.demo import write_demo_world
+
+    root = tmp_path_factory.mktemp("world") / "demo"
+    write_demo_world(root, n_synthetic=10, n_real=5, n_real_val=0, size=(32, 64), workers=1)
+    return root
+
+
+def _error_line(result):
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_cli_spfeat_on_the_demo_world(tiny_world, tmp_path):
+    from s2rcli.data.datasets import open_dataset
+
+    spec = f"demo:{tiny_world}?split=synthetic"
+    out = tmp_path / "syn.npz"
+    result = runner.invoke(app, ["prepare", "spfeat", spec, "--out", str(out), "--levels", "1,2", "--workers", "2",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"images": 10' in result.stdout and '"dim": 95' in result.stdout
+    feats = load_spfeat(out)
+    data = open_dataset(spec)
+    assert feats.names.tolist() == data.names and feats.spec == spec and feats.space == "cityscapes19"
+    np.testing.assert_array_equal(feats.features[3], spfeat(data.read_label(3), 19, (1, 2)))
+    assert "already exists" in _error_line(runner.invoke(app, ["prepare", "spfeat", spec, "--out", str(out)]))
+    again = runner.invoke(app, ["prepare", "spfeat", spec, "--out", str(out), "--overwrite"])
+    assert again.exit_code == 0 and load_spfeat(out).levels == (1, 2, 4)
+
+
+def test_cli_spfeat_errors(tiny_world, tmp_path):
+    out = str(tmp_path / "x.npz")
+    assert "levels" in _error_line(runner.invoke(app, ["prepare", "spfeat", f"demo:{tiny_world}", "--out", out,
+                                                       "--levels", "1,a"]))
+    missing = runner.invoke(app, ["prepare", "spfeat", f"folder:{tmp_path / 'nowhere'}", "--out", out])
+    _error_line(missing)
+    # a folder of images without labels: SP-Feat needs a segmenter
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (16, 8)).save(tmp_path / "photos" / "a.png")
+    assert "--segmenter" in _error_line(runner.invoke(app, ["prepare", "spfeat", str(tmp_path / "photos"), "--out", out]))
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cli_spfeat_with_a_segmenter(tmp_path):
+    from PIL import Image
+
+    from s2rcli.models.registry import register_model, unregister_model
+    from s2rcli.training.checkpoint import make_checkpoint, save_checkpoint
+
+    (tmp_path / "photos").mkdir()
+    for i in range(3):
+        image = np.zeros((8, 16, 3), np.uint8)
+        image[:, : 4 * i, 0] = 255
+        Image.fromarray(image).save(tmp_path / "photos" / f"p{i}.png")
+    register_model(FAKE_SEGMENTER, kind="segmenter", input_kind="image")(ThresholdSegmenter)
+    try:
+        ckpt = save_checkpoint(make_checkpoint(model=FAKE_SEGMENTER, model_kwargs={"num_classes": 19},
+                                               state_dicts={"model": ThresholdSegmenter(19).state_dict()},
+                                               label_space="cityscapes19"), tmp_path / "seg.pt")
+        out = tmp_path / "pred.npz"
+        result = runner.invoke(app, ["prepare", "spfeat", str(tmp_path / "photos"), "--out", str(out),
+                                     "--segmenter", str(ckpt), "--levels", "1"])
+        assert result.exit_code == 0, result.output
+        feats = load_spfeat(out)
+        assert feats.names.tolist() == ["p0", "p1", "p2"]
+        np.testing.assert_allclose(feats.features[:, :2], [[1, 0], [0.75, 0.25], [0.5, 0.5]])
+        wrong = runner.invoke(app, ["prepare", "spfeat", str(tmp_path / "photos"), "--out", str(tmp_path / "w.npz"),
+                                    "--segmenter", str(ckpt), "--space", "synthia16"])
+        assert "16" in _error_line(wrong)
+        missing = runner.invoke(app, ["prepare", "spfeat", str(tmp_path / "photos"), "--out", str(tmp_path / "w.npz"),
+                                      "--segmenter", str(tmp_path / "none.pt")])
+        assert "checkpoint not found" in _error_line(missing)
+    finally:
+        unregister_model(FAKE_SEGMENTER)

@@ -48,8 +48,6 @@ def spfeat(
     level_tuple = parse_levels(levels)
     refuse_overwrite(out, overwrite, "SP-Feat file")
     dataset = open_dataset(spec, space)
-    info(f"SP-Feat of {len(dataset)} images from {spec} at levels {list(level_tuple)}"
-         + (f", labels predicted by {segmenter}" if segmenter else ""))
     summary = compute_spfeat_file(dataset, out, level_tuple, workers, segmenter, space=space, spec=spec,
                                   overwrite=overwrite, segmenter_size=_parse_size(segmenter_size))
     if as_json:
@@ -97,8 +95,9 @@ def pairs(
     max_uses: int = typer.Option(None, "--max-uses", min=1,
                                  help="Most real images one synthetic image may serve "
                                       "(default: ceil(2 * n_real * K / n_synthetic))."),
-    candidates: int = typer.Option(4, "--candidates", min=1,
-                                   help="Search K x this many nearest candidates for replacements."),
+    search_depth: int = typer.Option(None, "--search-depth", min=1,
+                                     help="How far down its neighbour list a real image may look for a replacement "
+                                          "before the quota gives way (default: all synthetic images)."),
     metric: str = typer.Option("euclidean", "--metric", help="euclidean, manhattan or cosine."),
     real_data: str = typer.Option(None, "--real-data", help="Real dataset spec for the preview (default: from the .npz)."),
     synthetic_data: str = typer.Option(None, "--synthetic-data",
@@ -123,7 +122,7 @@ def pairs(
     freq_path = out.parent / "class_frequencies.png"
     for path in [out] + ([preview_path, freq_path] if preview else []):
         refuse_overwrite(path, overwrite)
-    result = pair_features(real_file.features, syn_file.features, k, max_uses=max_uses, candidate_factor=candidates,
+    result = pair_features(real_file.features, syn_file.features, k, max_uses=max_uses, search_depth=search_depth,
                            metric=metric)
     save_pairs(out, result, real_file, syn_file, overwrite=overwrite)
     summary = summarize(result, syn_file.names) | {"path": str(out)}
@@ -141,6 +140,8 @@ def pairs(
             else:
                 render_preview(preview_path, load_pairs(out), real_ds, syn_ds)
                 summary["preview"] = str(preview_path)
+        if "preview" not in summary and preview_path.exists():
+            warn(f"{preview_path} is from an earlier run, not from these pairs")
 
     if as_json:
         stdout.print_json(json.dumps(summary))

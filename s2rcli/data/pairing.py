@@ -4,22 +4,25 @@ Real images are the queries; synthetic images are the candidates.
 
 The rule, precisely:
 
-1. **Candidates.** For each real image, scikit-learn's ``NearestNeighbors``
-   (brute force, Euclidean distance on the concatenated SP-Feat vectors) returns
-   its ``M = min(n_synthetic, K * candidate_factor)`` nearest synthetic images.
+1. **Candidates.** scikit-learn's ``NearestNeighbors`` (brute force,
+   Euclidean distance on the concatenated SP-Feat vectors; the levels are not
+   re-weighted) ranks the synthetic images by distance to each real image.
 2. **Quota.** A synthetic image may be listed by at most ``max_uses`` real
    images. By default ``max_uses = max(1, ceil(overuse * n_real * K / n_synthetic))``
    with ``overuse = 2``: twice the uses every synthetic image would get if the
-   ``n_real * K`` slots were spread evenly.
-3. **Greedy fill, nearest first.** All ``n_real * M`` (real, synthetic)
-   candidate edges are visited in increasing distance (ties: real index, then
-   candidate rank). An edge is taken if its real image has fewer than ``K``
-   neighbours and its synthetic image is below the quota. So the closest pairs
-   claim a synthetic image first, and a real image whose nearest neighbour is
-   used up gets the next nearest instead (a *replacement*).
-4. **Fallback.** A real image still short of ``K`` after its ``M`` candidates
-   (every one at quota) takes its nearest remaining candidates regardless of the
-   quota (counted as ``over_quota``), so every real image has exactly ``K``.
+   ``n_real * K`` slots were spread evenly (4 for 3,000 real, 25,000 synthetic, K = 15).
+3. **Greedy fill, nearest first.** The (real, synthetic) candidate edges are
+   visited in increasing distance (ties: real index, then rank). An edge is
+   taken if its real image has fewer than ``K`` neighbours and its synthetic
+   image is below the quota. So the closest pairs claim a synthetic image
+   first, and a real image whose neighbour is used up gets the next nearest
+   instead (a *replacement*). The search starts with each real image's
+   ``4 K`` nearest and doubles, for the real images still short, until they
+   are full or ``search_depth`` (default: every synthetic image) is reached.
+4. **Fallback.** A real image still short of ``K`` at ``search_depth`` takes
+   its nearest candidates not yet listed regardless of the quota (counted as
+   ``over_quota``), so every real image has exactly ``K``. With the default
+   depth this happens only if ``max_uses * n_synthetic < n_real * K``.
 5. **Weights.** ``count[j]`` = the number of real images listing synthetic
    image ``j``; its weight is ``1 / count[j]`` (0 if unused). Each real image's
    neighbours are sorted by distance and sampled with
@@ -56,7 +59,7 @@ class PairResult:
     use_counts: np.ndarray  # n_synthetic int64
     k: int
     max_uses: int
-    candidates: int
+    candidates: int  # the deepest rank any real image's search reached
     metric: str
     replaced: int  # slots not filled by the plain K nearest (their image was at quota)
     over_quota: int  # slots filled past the quota by the fallback
@@ -76,15 +79,16 @@ def default_max_uses(n_real: int, n_synthetic: int, k: int, overuse: float = DEF
     return max(1, math.ceil(overuse * n_real * k / n_synthetic - 1e-9))
 
 
-def nearest_candidates(real: np.ndarray, synthetic: np.ndarray, m: int, metric: str = "euclidean"):
-    """The ``m`` nearest synthetic rows of every real row: (distances, indices), nearest first."""
+def _fit_neighbors(synthetic: np.ndarray, metric: str):
     from sklearn.neighbors import NearestNeighbors
 
     if metric not in METRICS:
         raise S2RError(f"unknown metric {metric!r}", hint="choose one of " + ", ".join(METRICS))
-    nn = NearestNeighbors(n_neighbors=m, algorithm="brute", metric=metric)
-    nn.fit(np.asarray(synthetic, np.float32))
-    distances, indices = nn.kneighbors(np.asarray(real, np.float32))
+    return NearestNeighbors(algorithm="brute", metric=metric).fit(np.asarray(synthetic, np.float32))
+
+
+def _query(nn, real: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    distances, indices = nn.kneighbors(np.asarray(real, np.float32), n_neighbors=m)
     return distances.astype(np.float32), indices.astype(np.int64)
 
 
@@ -95,10 +99,16 @@ def pair_features(
     *,
     max_uses: int | None = None,
     overuse: float = DEFAULT_OVERUSE,
-    candidate_factor: int = DEFAULT_CANDIDATE_FACTOR,
+    search_depth: int | None = None,
     metric: str = "euclidean",
 ) -> PairResult:
-    """Pair each real SP-Feat row with ``k`` synthetic rows by the rule in the module docstring."""
+    """Pair each real SP-Feat row with ``k`` synthetic rows by the rule in the module docstring.
+
+    Args:
+        max_uses: the quota (default :func:`default_max_uses`).
+        search_depth: how far down its neighbour list a real image may look for
+            a replacement (default: all synthetic images). Past it, the quota gives way.
+    """
     real = np.asarray(real, np.float32)
     synthetic = np.asarray(synthetic, np.float32)
     n_real, n_syn = len(real), len(synthetic)
@@ -109,50 +119,68 @@ def pair_features(
         raise S2RError("both SP-Feat files need at least one image")
     if n_syn < k:
         raise S2RError(f"only {n_syn} synthetic images for K = {k} neighbours", hint=f"pass -k {n_syn} or less")
-    if real.shape[1] != synthetic.shape[1]:
-        raise S2RError(f"SP-Feat lengths differ: real {real.shape[1]}, synthetic {synthetic.shape[1]}")
+    if real.ndim != 2 or synthetic.ndim != 2 or real.shape[1] != synthetic.shape[1]:
+        raise S2RError(f"SP-Feat shapes do not match: real {real.shape}, synthetic {synthetic.shape}")
     if max_uses is None:
         max_uses = default_max_uses(n_real, n_syn, k, overuse)
     max_uses = int(max_uses)
     if max_uses < 1:
         raise S2RError(f"--max-uses must be at least 1, got {max_uses}")
-    m = min(n_syn, k * max(1, int(candidate_factor)))
-    cand_dist, cand_idx = nearest_candidates(real, synthetic, m, metric)
+    depth = n_syn if search_depth is None else min(n_syn, max(k, int(search_depth)))
+    nn = _fit_neighbors(synthetic, metric)
 
-    # Greedy fill over all candidate edges, nearest first; a stable sort of the
-    # row-major flattening breaks ties by (real index, candidate rank).
-    order = np.argsort(cand_dist.ravel(), kind="stable")
-    flat_idx = cand_idx.ravel()
-    taken = np.zeros((n_real, m), bool)
-    filled = np.zeros(n_real, np.int64)
+    chosen: list[list[tuple[float, int]]] = [[] for _ in range(n_real)]
+    chosen_ids: list[set[int]] = [set() for _ in range(n_real)]
     uses = np.zeros(n_syn, np.int64)
-    for e in order.tolist():
-        i = e // m
-        if filled[i] >= k:
-            continue
-        j = flat_idx[e]
-        if uses[j] >= max_uses:
-            continue
-        taken[i, e % m] = True
-        filled[i] += 1
-        uses[j] += 1
-    over_quota = 0
-    for i in np.flatnonzero(filled < k).tolist():
-        for c in range(m):  # nearest remaining candidates, past the quota
-            if filled[i] >= k:
-                break
-            if not taken[i, c]:
-                taken[i, c] = True
-                filled[i] += 1
-                uses[cand_idx[i, c]] += 1
-                over_quota += 1
+    rows = np.arange(n_real)
+    lo, m = 0, min(depth, k * DEFAULT_CANDIDATE_FACTOR)
+    dist, idx = _query(nn, real, m)
+    plain = idx[:, :k].copy()  # the plain K nearest, before any replacement
+    while True:
+        # Greedy over this round's candidate ranks [lo, m) of the rows still short,
+        # nearest first; the stable sort breaks ties by (row, rank).
+        d, j_all = dist[:, lo:], idx[:, lo:]
+        width = d.shape[1]
+        for e in np.argsort(d.ravel(), kind="stable").tolist():
+            r = e // width
+            i = int(rows[r])
+            if len(chosen[i]) >= k:
+                continue
+            j = int(j_all[r, e % width])
+            if uses[j] >= max_uses or j in chosen_ids[i]:
+                continue
+            chosen[i].append((float(d[r, e % width]), j))
+            chosen_ids[i].add(j)
+            uses[j] += 1
+        short = np.asarray([i for i in rows.tolist() if len(chosen[i]) < k], np.int64)
+        if len(short) == 0 or m >= depth:
+            break
+        # Every candidate of these rows is at quota: look twice as far down their lists.
+        rows, lo, m = short, m, min(depth, 2 * m)
+        dist, idx = _query(nn, real[short], m)
 
-    # Candidates are sorted by distance per row, so the taken ones come out nearest first.
-    cols = np.nonzero(taken)[1].reshape(n_real, k)
-    neighbors = np.take_along_axis(cand_idx, cols, axis=1)
-    distances = np.take_along_axis(cand_dist, cols, axis=1)
-    replaced = int((cols >= k).sum())
-    plain_uses = np.bincount(cand_idx[:, :k].ravel(), minlength=n_syn)
+    over_quota = 0
+    if len(short):
+        # Past the search depth the quota gives way: nearest candidates not yet listed.
+        dist, idx = _query(nn, real[short], depth)
+        for r, i in enumerate(short.tolist()):
+            for c in range(depth):
+                if len(chosen[i]) >= k:
+                    break
+                j = int(idx[r, c])
+                if j not in chosen_ids[i]:
+                    chosen[i].append((float(dist[r, c]), j))
+                    chosen_ids[i].add(j)
+                    uses[j] += 1
+                    over_quota += 1
+
+    neighbors = np.empty((n_real, k), np.int64)
+    distances = np.empty((n_real, k), np.float32)
+    for i, row in enumerate(chosen):
+        row.sort(key=lambda t: t[0])  # stable: ties keep the order they were taken in
+        neighbors[i] = [j for _, j in row]
+        distances[i] = [d for d, _ in row]
+    replaced = int(sum(len(chosen_ids[i] - set(plain[i].tolist())) for i in range(n_real)))
 
     weights = np.zeros(n_syn, np.float64)
     used = uses > 0
@@ -160,14 +188,15 @@ def pair_features(
     row_w = weights[neighbors]
     probs = row_w / row_w.sum(axis=1, keepdims=True)
     return PairResult(neighbors=neighbors, distances=distances, probs=probs, synthetic_weights=weights,
-                      use_counts=uses, k=k, max_uses=max_uses, candidates=m, metric=metric, replaced=replaced,
-                      over_quota=over_quota, plain_use_counts=plain_uses)
+                      use_counts=uses, k=k, max_uses=max_uses, candidates=int(m), metric=metric, replaced=replaced,
+                      over_quota=over_quota, plain_use_counts=np.bincount(plain.ravel(), minlength=n_syn))
 
 
 def summarize(result: PairResult, synthetic_names, top: int = 10) -> dict[str, Any]:
     """Coverage, distance distribution and the most-used synthetic images, as plain types."""
     d = result.distances.astype(np.float64)
-    order = np.lexsort((np.arange(len(result.use_counts)), -result.use_counts))[:top]
+    # Most used first; among equals, those plain KNN would have used most (the hubs the quota capped).
+    order = np.lexsort((np.arange(len(result.use_counts)), -result.plain_use_counts, -result.use_counts))[:top]
     return {
         "real": int(result.neighbors.shape[0]),
         "synthetic": int(len(result.use_counts)),
@@ -325,9 +354,13 @@ def render_preview(path: str | Path, pairs: PairsFile, real_data, synthetic_data
     n_real = len(pairs.real_names)
     chosen = np.unique(np.linspace(0, n_real - 1, min(queries, n_real)).round().astype(int))
     cols = 1 + min(neighbors, pairs.k)
-    fig = Figure(figsize=(2.6 * cols, 2.9 * len(chosen)), dpi=100)
+    height = 3.3 * len(chosen)
+    fig = Figure(figsize=(2.6 * cols, height), dpi=100)
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2 * len(chosen), cols, hspace=0.12, wspace=0.04)
+    # Each query: a photo row with titles, then its overlay row close beneath, then a gap.
+    ratios = [1.0, 1.0, 0.32] * len(chosen)
+    grid = fig.add_gridspec(3 * len(chosen), cols, height_ratios=ratios[:-1] + [0.01], hspace=0.05, wspace=0.04,
+                            top=1 - 0.55 / height, bottom=0.01)
     for row, q in enumerate(chosen.tolist()):
         items = [("real", real_data, real_pos[pairs.real_names[q]], str(pairs.real_names[q]))]
         for c in range(cols - 1):
@@ -336,10 +369,10 @@ def render_preview(path: str | Path, pairs: PairsFile, real_data, synthetic_data
                           synthetic_data, syn_pos[pairs.synthetic_names[j]], str(pairs.synthetic_names[j])))
         for col, (title, data, index, name) in enumerate(items):
             image, blended = _overlay(data, index, data.space, width)
-            top = fig.add_subplot(grid[2 * row, col])
+            top = fig.add_subplot(grid[3 * row, col])
             top.imshow(image)
             top.set_title(f"{title}\n{name}", fontsize=7)
-            bottom = fig.add_subplot(grid[2 * row + 1, col])
+            bottom = fig.add_subplot(grid[3 * row + 1, col])
             if blended is not None:
                 bottom.imshow(blended)
             else:
@@ -347,7 +380,8 @@ def render_preview(path: str | Path, pairs: PairsFile, real_data, synthetic_data
             for ax in (top, bottom):
                 ax.set_xticks([])
                 ax.set_yticks([])
-    fig.suptitle("SP-Feat pairs: real query (left) and its nearest synthetic images", fontsize=10)
+    fig.suptitle("SP-Feat pairs: each real query (left) with its nearest synthetic images; "
+                 "second row: labels overlaid", fontsize=10, y=0.995)
     return atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", bbox_inches="tight"))
 
 

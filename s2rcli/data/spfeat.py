@@ -18,10 +18,11 @@ slice::
 Its length is ``num_classes * sum(l*l for l in levels)``: 19 * 21 = 399 for
 Cityscapes' 19 classes at the default levels (1, 2, 4).
 
-Speed: one ``np.bincount`` per image over ``cell * B + class``, where the cells
-are the grid formed by the union of all levels' boundaries; each level's slices
-are then sums of whole cells. The cost per pixel is a table lookup, a
-multiply-add and the bincount, whatever the number of levels.
+Speed: the pixels are counted once, whatever the number of levels, in the cells
+of the grid formed by the union of all levels' boundaries (16 cells for 1, 2,
+4); each level's slices are sums of whole cells (2-D prefix sums). The counting
+is OpenCV's uint8 histogram on each cell's view, or equivalently one
+``np.bincount`` over ``cell * 256 + value`` (see :func:`cell_counts`).
 """
 
 from __future__ import annotations
@@ -75,65 +76,90 @@ def slice_bounds(size: int, level: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _layout(height: int, width: int, levels: tuple[int, ...]):
-    """Per-shape precomputation: the cell id of every pixel and each level's cell groups.
+def _grid(height: int, width: int, levels: tuple[int, ...]):
+    """The union grid of all levels' boundaries, and where each level's boundaries sit in it.
 
-    Cells are the rectangles cut by the union of every level's boundaries; each
-    level's slices are unions of cells, found with ``np.add.reduceat``.
+    Returns ``(ys, xs, groups)``: strictly increasing cell boundaries along each
+    axis (so every cell holds at least one pixel), and per level the indices
+    ``(gy, gx)`` of its ``l + 1`` boundaries in ``ys`` / ``xs``.
     """
     ys = np.unique(np.concatenate([slice_bounds(height, l) for l in levels]))
     xs = np.unique(np.concatenate([slice_bounds(width, l) for l in levels]))
-    # Drop empty cells (repeated boundaries collapse in np.unique; a zero-size
-    # cell can only remain at the end, where the last boundary equals the size).
+    groups = [(np.searchsorted(ys, slice_bounds(height, l)), np.searchsorted(xs, slice_bounds(width, l)))
+              for l in levels]
+    return ys.tolist(), xs.tolist(), groups
+
+
+@functools.lru_cache(maxsize=4)
+def _cell_index(height: int, width: int, levels: tuple[int, ...]) -> np.ndarray:
+    """``cell * 256`` for every pixel (int32), the base of the bincount index."""
+    ys, xs, _ = _grid(height, width, levels)
     row_of = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
     col_of = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
-    cell = (row_of[:, None] * (len(xs) - 1) + col_of[None, :]).astype(np.int32)
-    cell.setflags(write=False)
-    groups = []
-    for l in levels:
-        # Index of each level boundary (except the last) in the union grid.
-        gy = np.searchsorted(ys, slice_bounds(height, l)[:-1])
-        gx = np.searchsorted(xs, slice_bounds(width, l)[:-1])
-        groups.append((l, gy, gx))
-    return cell, len(ys) - 1, len(xs) - 1, groups
+    index = ((row_of[:, None] * (len(xs) - 1) + col_of[None, :]) * 256).astype(np.int32)
+    index.setflags(write=False)
+    return index
 
 
-@functools.lru_cache(maxsize=16)
-def _bin_table(num_classes: int, ignore_index: int) -> np.ndarray:
-    """Label value -> bin: the class itself, ``C`` for ignore, ``C + 1`` for an invalid value."""
-    table = np.full(256, num_classes + 1, dtype=np.int32)
-    table[:num_classes] = np.arange(num_classes)
-    if 0 <= ignore_index < 256:
-        table[ignore_index] = num_classes
-    table.setflags(write=False)
-    return table
+def _cell_counts_bincount(label: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
+    """Per-cell counts of all 256 label values with one ``np.bincount`` over ``cell * 256 + value``."""
+    ys, xs, _ = _grid(label.shape[0], label.shape[1], levels)
+    index = _cell_index(label.shape[0], label.shape[1], levels) + label
+    n_cells = (len(ys) - 1) * (len(xs) - 1)
+    return np.bincount(index.ravel(), minlength=n_cells * 256).reshape(len(ys) - 1, len(xs) - 1, 256)
 
 
-def _level_sums(cells: np.ndarray, bounds_y: np.ndarray, bounds_x: np.ndarray) -> np.ndarray:
-    """Sum a (rows, cols, B) cell grid into the slices starting at the given cell indices."""
-    if cells.shape[0] == 0 or cells.shape[1] == 0:
-        return np.zeros((len(bounds_y), len(bounds_x), cells.shape[2]), dtype=cells.dtype)
-    out = np.zeros((len(bounds_y), len(bounds_x), cells.shape[2]), dtype=cells.dtype)
-    # reduceat needs starts < length; a start equal to the length means an empty slice.
-    vy = bounds_y < cells.shape[0]
-    vx = bounds_x < cells.shape[1]
-    part = np.add.reduceat(cells, bounds_y[vy], axis=0)
-    part = np.add.reduceat(part, bounds_x[vx], axis=1)
-    # reduceat returns the single element for repeated starts; a repeated start is an empty slice.
-    ry = np.flatnonzero(vy)
-    rx = np.flatnonzero(vx)
-    empty_y = np.zeros(len(bounds_y), bool)
-    empty_x = np.zeros(len(bounds_x), bool)
-    empty_y[:-1] = bounds_y[1:] == bounds_y[:-1]
-    empty_x[:-1] = bounds_x[1:] == bounds_x[:-1]
-    out[np.ix_(ry, rx)] = part
-    out[empty_y] = 0
-    out[:, empty_x] = 0
-    return out
+def _cell_counts_opencv(label: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
+    """The same counts from OpenCV's uint8 histogram on each cell's view (no copy, no index array)."""
+    import cv2
+
+    ys, xs, _ = _grid(label.shape[0], label.shape[1], levels)
+    counts = np.empty((len(ys) - 1, len(xs) - 1, 256), np.int64)
+    for r in range(len(ys) - 1):
+        band = label[ys[r]:ys[r + 1]]
+        for c in range(len(xs) - 1):
+            counts[r, c] = cv2.calcHist([band[:, xs[c]:xs[c + 1]]], [0], None, [256], [0, 256]).ravel()
+    return counts
+
+
+# OpenCV's histogram counts in float32: exact up to 2**24 pixels per cell. Past
+# that, or for very many cells (Python overhead per cell), the bincount is used.
+_OPENCV_MAX_CELL_PIXELS = 2**24
+_OPENCV_MAX_CELLS = 400
+# Below about 128 x 256 pixels the per-cell calls cost more than the single bincount.
+_OPENCV_MIN_PIXELS = 2**15
+
+
+def cell_counts(label: np.ndarray, levels: Sequence[int] = DEFAULT_LEVELS, method: str = "auto") -> np.ndarray:
+    """Counts of every label value (0..255) in each cell of the levels' union grid: rows x cols x 256 int64.
+
+    ``method``: ``"opencv"`` (``cv2.calcHist`` on each cell's view),
+    ``"bincount"`` (one ``np.bincount`` over ``cell * 256 + value``), or
+    ``"auto"``: OpenCV, which is 3-5x faster on 1052 x 1914 maps, unless the map
+    is small (under 2**15 pixels), a cell is too large for float32 counts, or
+    there are very many cells. Both give the same integers.
+    """
+    levels = check_levels(levels)
+    label = np.asarray(label)
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise ValueError(f"cell_counts needs an H x W uint8 label map, got {label.dtype} {label.shape}")
+    if method == "auto":
+        ys, xs, _ = _grid(label.shape[0], label.shape[1], levels)
+        n_cells = (len(ys) - 1) * (len(xs) - 1)
+        largest = int(max(np.diff(ys), default=0)) * int(max(np.diff(xs), default=0))
+        use_opencv = (label.size >= _OPENCV_MIN_PIXELS and n_cells <= _OPENCV_MAX_CELLS
+                      and largest < _OPENCV_MAX_CELL_PIXELS)
+        method = "opencv" if use_opencv else "bincount"
+    if method == "opencv":
+        return _cell_counts_opencv(label, levels)
+    if method == "bincount":
+        return _cell_counts_bincount(label, levels)
+    raise ValueError(f"unknown method {method!r}")
 
 
 def spfeat_with_counts(
-    label: np.ndarray, num_classes: int, levels: Sequence[int] = DEFAULT_LEVELS, ignore_index: int = 255
+    label: np.ndarray, num_classes: int, levels: Sequence[int] = DEFAULT_LEVELS, ignore_index: int = 255,
+    *, method: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """SP-Feat vector (float32) and the whole image's per-class pixel counts (int64, length C).
 
@@ -150,26 +176,34 @@ def spfeat_with_counts(
         label = label.astype(np.uint8)
     levels = check_levels(levels)
     C = int(num_classes)
-    bins = C + 2  # classes, ignore, invalid
-    cell, n_rows, n_cols, groups = _layout(label.shape[0], label.shape[1], levels)
-    index = cell * bins
-    index += _bin_table(C, int(ignore_index))[label]
-    counts = np.bincount(index.ravel(), minlength=n_rows * n_cols * bins).reshape(n_rows, n_cols, bins)
-    invalid = int(counts[..., C + 1].sum())
-    if invalid:
-        bad = sorted(set(np.unique(label).tolist()) - set(range(C)) - {int(ignore_index)})
+    counts = cell_counts(label, levels, method)
+    valid = np.zeros(256, bool)
+    valid[:C] = True
+    if 0 <= ignore_index < 256:
+        valid[ignore_index] = False
+    per_value = counts.sum(axis=(0, 1))
+    invalid = per_value[C:].copy()
+    if C <= ignore_index < 256:
+        invalid[ignore_index - C] = 0
+    if invalid.any():
+        bad = (np.flatnonzero(invalid) + C).tolist()
         raise S2RError(
-            f"label map has {invalid} pixels with values {bad[:8]} outside the {C}-class space (ignore = {ignore_index})",
+            f"label map has {int(invalid.sum())} pixels with values {bad[:8]} outside the {C}-class space "
+            f"(ignore = {ignore_index})",
             hint="labels must be in the common label space; remap them first (s2r prepare remap) or pick the matching --space",
         )
-    counts = counts[..., :C]
+    counts = counts[..., :C] * valid[:C]
+    # 2-D prefix sums over the cell grid: any slice (a block of whole cells) is four lookups.
+    prefix = np.zeros((counts.shape[0] + 1, counts.shape[1] + 1, C), np.int64)
+    prefix[1:, 1:] = counts.cumsum(axis=0).cumsum(axis=1)
+    _, _, groups = _grid(label.shape[0], label.shape[1], levels)
     parts = []
-    for _, gy, gx in groups:
-        hist = _level_sums(counts, gy, gx).astype(np.float64)
+    for gy, gx in groups:
+        y0, y1, x0, x1 = gy[:-1, None], gy[1:, None], gx[None, :-1], gx[None, 1:]
+        hist = (prefix[y1, x1] - prefix[y0, x1] - prefix[y1, x0] + prefix[y0, x0]).astype(np.float64)
         total = hist.sum(axis=2, keepdims=True)
         parts.append(np.divide(hist, total, out=np.zeros_like(hist), where=total > 0).reshape(-1))
-    vector = np.concatenate(parts).astype(np.float32)
-    return vector, counts.sum(axis=(0, 1)).astype(np.int64)
+    return np.concatenate(parts).astype(np.float32), counts.sum(axis=(0, 1)).astype(np.int64)
 
 
 def spfeat(
@@ -252,6 +286,8 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
 
 
 def _dataset_spec(dataset) -> str:
+    if getattr(dataset, "spec", None):
+        return str(dataset.spec)
     split = getattr(dataset, "split", None)
     spec = f"{getattr(dataset, 'kind', 'folder')}:{getattr(dataset, 'root', '')}"
     return spec + (f"?split={split}" if split else "")
@@ -314,7 +350,7 @@ class _SegmenterLabels:
             from PIL import Image
 
             image = np.asarray(Image.fromarray(image).resize((self.size[1], self.size[0]), Image.BICUBIC))
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
         with torch.inference_mode():
             logits = self.model(x.unsqueeze(0).to(self.device))
         return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
@@ -413,10 +449,17 @@ def compute_spfeat_file(
     bar = make_progress()
     if not progress:
         bar.disable = True
+    labeller = None
+    if segmenter is not None:  # load (and check) it before announcing any work
+        labeller = _SegmenterLabels(dataset, segmenter, num_classes, space_name, segmenter_size)
+    if progress:
+        from ..console import info
+
+        info(f"SP-Feat of {n} images from {spec} at levels {list(levels)}"
+             + (f", labels predicted by {segmenter}" if segmenter is not None else ""))
     try:
         if segmenter is not None:
-            _init_worker(_SegmenterLabels(dataset, segmenter, num_classes, space_name, segmenter_size),
-                         num_classes, levels, ignore)
+            _init_worker(labeller, num_classes, levels, ignore)
             results = map(_label_chunk, chunks)
         elif workers == 1 or len(chunks) <= 1:
             _init_worker(dataset, num_classes, levels, ignore)
