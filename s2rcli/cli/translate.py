@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from ..errors import NotYetAvailable
 
+def translate(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="An s2r checkpoint (RUN/checkpoints/latest.pt) or a run folder."),
+    input: str = typer.Option(..., "--input", help="Folder or dataset spec: images, or label maps for label-to-image models."),
+    output: str = typer.Option(..., "--output", help="Output folder: images/, labels/ (when the input has them), manifest.json."),
+    direction: str = typer.Option("a2b", "--direction", help="a2b: synthetic -> real; b2a: real -> synthetic (image models)."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Images per forward pass (equal-sized images only)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Resize inputs to HxW first (default: keep each size)."),
+    tile: int = typer.Option(1024, "--tile", help="Translate images larger than this in blended tiles; 0 disables."),
+    samples: int = typer.Option(1, "--samples", help="Images per label map (label-to-image models)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the label models' noise, per (seed, index, sample)."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator instead of its EMA copy."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs that already exist."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep existing outputs and do the rest."),
+) -> None:
+    """Translate synthetic images (or generate from label maps) with a trained model.
 
-def translate(checkpoint: str = typer.Option(..., "--checkpoint", help="An s2r checkpoint."),
-              input: str = typer.Option(..., "--input", help="Folder or dataset spec."),
-              output: str = typer.Option(..., "--output", help="Output folder.")) -> None:
-    """Translate synthetic images (or generate from label maps) with a trained model."""
-    raise NotYetAvailable("`s2r translate` is not available yet: it arrives with the first translation model")
+    Any image size works (reflect-padded to the model's stride, cropped back). Outputs
+    mirror the input names as PNG; labels are carried along, so OUTPUT is a folder: dataset.
+    """
+    from ..console import settings
+    from ..device import resolve_device
+    from ..inference import translate_dataset
+    from ..training.config import parse_size
+
+    translate_dataset(
+        checkpoint, input, output, direction=direction, batch_size=batch_size,
+        size=tuple(parse_size(size)) if size else None, tile=tile, samples=samples, seed=seed,
+        use_ema=not no_ema, overwrite=overwrite, skip_existing=skip_existing, device=resolve_device(settings.device),
+    )
 
 
 def register(app: typer.Typer) -> None:
-    app.command("translate", epilog="Example: s2r translate --checkpoint runs/unit/checkpoints/latest.pt "
-                "--input demo/synthetic/images --output translated/")(translate)
+    app.command("translate", no_args_is_help=True,
+                epilog="Example: s2r translate --checkpoint runs/unit/checkpoints/latest.pt "
+                "--input demo:demo?split=synthetic --output translated/")(translate)

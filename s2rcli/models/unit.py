@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import pretrained
+from ..console import warn
 from ..errors import S2RError
 from ..losses import gan
 from ..training.task import Phase, TrainTask
@@ -131,7 +133,12 @@ class UNIT(nn.Module):
             raise S2RError(f"unknown UNIT loss terms {unknown}", hint="valid: " + ", ".join(LOSS_WEIGHTS))
         vgg = None
         if weights["vgg"] > 0:
-            vgg = InstanceNormVGG(train.get("vgg_weights")).to(device)
+            choice = train.get("vgg_weights")
+            if choice not in (None, "random"):
+                pretrained.resolve_weights("vgg16", choice)  # fail on a bad path before building anything
+            vgg = InstanceNormVGG(choice).to(device)
+        elif train.get("vgg_weights"):
+            warn("--vgg-weights is given but the perceptual term is off; enable it with --set train.loss.vgg=1")
         criterion = UNITLoss(self.G, self.D, weights, gan_mode=train.get("gan_mode", "lsgan"), vgg=vgg)
         lr, betas, wd = float(train["lr"]), tuple(train["betas"]), float(train["weight_decay"])
         optimizers = {
