@@ -190,7 +190,17 @@ class Dataset:
         self.warn_each = True
         """Warn about each repaired file as it is read (bulk commands turn this off and report at the end)."""
         self._lut = table.lut(space) if table is not None else None
+        # Fast path: raw values up to ``_known_prefix`` are all known (so no unknown check is needed),
+        # and when the table maps each of them to itself, the lookup can be skipped altogether.
+        self._known_prefix, self._identity = -1, False
+        if table is not None:
+            known = set(table.known_values())
+            while self._known_prefix + 1 in known:
+                self._known_prefix += 1
+            prefix = np.arange(self._known_prefix + 1)
+            self._identity = bool(np.array_equal(self._lut[prefix], prefix))
         self._warned: set[str] = set()
+        self._image_sizes: dict[Path, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -242,11 +252,18 @@ class Dataset:
 
     def _map(self, raw: np.ndarray, source: Path | str | None) -> tuple[np.ndarray, dict[int, int]]:
         lut = self._lut
-        if raw.dtype != np.uint8 and lut.shape[0] == 256 and int(raw.max(initial=0)) < 256:
+        top = int(raw.max(initial=0))
+        if raw.dtype != np.uint8 and lut.shape[0] == 256 and top < 256:
             raw = raw.astype(np.uint8)  # e.g. SYNTHIA's 16-bit ids: all small, so the fast path applies
+        if top <= self._known_prefix:  # every value is known: no unknown check
+            if self._identity:
+                return (raw if raw.flags.writeable and raw.dtype == np.uint8 else raw.astype(np.uint8)), {}
+            if raw.dtype == np.uint8 and lut.shape[0] == 256:
+                return cv2.LUT(raw, lut), {}
+            return lut[raw], {}
         if raw.dtype == np.uint8 and lut.shape[0] == 256:
             label = cv2.LUT(raw, lut)  # several times faster than numpy fancy indexing
-        elif int(raw.max(initial=0)) < lut.shape[0]:
+        elif top < lut.shape[0]:
             label = lut[raw]
         else:
             label = lut[np.minimum(raw, lut.shape[0] - 1)]
@@ -272,7 +289,10 @@ class Dataset:
         sample = self.samples[i]
         if sample.image is None:
             return label, False
-        height, width = io.image_size(sample.image)
+        size = self._image_sizes.get(sample.image)
+        if size is None:  # a header read; cached, as training reads each sample many times
+            size = self._image_sizes[sample.image] = io.image_size(sample.image)
+        height, width = size
         if label.shape == (height, width):
             return label, False
         message = (f"label {sample.label} is {label.shape[1]}x{label.shape[0]} but image {sample.image} "

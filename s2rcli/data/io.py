@@ -18,7 +18,6 @@ from ..utils.atomic import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
-cv2.setNumThreads(1)  # decoding runs in worker processes; one thread each avoids oversubscription
 
 
 def _unreadable(path: Path, exc: BaseException | str, what: str) -> S2RError:
