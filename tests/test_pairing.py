@@ -90,13 +90,16 @@ def test_fallback_past_the_quota_when_candidates_run_out():
 
 
 def test_the_search_goes_deeper_for_rows_still_short():
-    synthetic = np.arange(20, dtype=np.float32)[:, None]
-    real = np.zeros((10, 1), np.float32)  # ten identical queries: row i ends up with the i-th nearest
+    synthetic = np.arange(100, dtype=np.float32)[:, None]
+    real = np.zeros((40, 1), np.float32)  # forty identical queries: row i ends up with the i-th nearest
     result = pair_features(real, synthetic, k=1, max_uses=1)
-    assert result.neighbors[:, 0].tolist() == list(range(10))
-    np.testing.assert_allclose(result.distances[:, 0], np.arange(10))
-    assert result.over_quota == 0 and result.candidates == 16  # 4, then 8, then 16 candidates
-    assert result.replaced == 9 and result.use_counts.max() == 1
+    assert result.neighbors[:, 0].tolist() == list(range(40))
+    np.testing.assert_allclose(result.distances[:, 0], np.arange(40))
+    assert result.over_quota == 0 and result.candidates == 64  # 16 K candidates, then 4x deeper
+    assert result.replaced == 39 and result.use_counts.max() == 1
+    shallow = pair_features(real, synthetic, k=1, max_uses=1, search_depth=30)
+    assert shallow.neighbors[:30, 0].tolist() == list(range(30)) and shallow.over_quota == 10
+    assert shallow.candidates == 30
 
 
 def test_the_quota_gives_way_only_when_it_cannot_hold():

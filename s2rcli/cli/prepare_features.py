@@ -163,6 +163,7 @@ def _print_summary(s: dict) -> None:
                   f"{d['min']:.4f} / {d['median']:.4f} / {d['max']:.4f}")
     table.add_row("distance p25 / p75 / mean", f"{d['p25']:.4f} / {d['p75']:.4f} / {d['mean']:.4f}")
     table.add_row("mean distance to 1st / K-th neighbour", f"{d['nearest_mean']:.4f} / {d['kth_mean']:.4f}")
+    table.add_row("mean distance, plain KNN lists", f"{d['plain_knn_mean']:.4f}")
     stdout.print(table)
     used = Table(title="Most-used synthetic images")
     for column in ("name", "uses", "plain KNN uses", "weight"):

@@ -17,8 +17,8 @@ The rule, precisely:
    image is below the quota. So the closest pairs claim a synthetic image
    first, and a real image whose neighbour is used up gets the next nearest
    instead (a *replacement*). The search starts with each real image's
-   ``4 K`` nearest and doubles, for the real images still short, until they
-   are full or ``search_depth`` (default: every synthetic image) is reached.
+   ``16 K`` nearest and goes 4x deeper, for the real images still short, until
+   they are full or ``search_depth`` (default: every synthetic image) is reached.
 4. **Fallback.** A real image still short of ``K`` at ``search_depth`` takes
    its nearest candidates not yet listed regardless of the quota (counted as
    ``over_quota``), so every real image has exactly ``K``. With the default
@@ -43,7 +43,8 @@ import numpy as np
 from ..errors import S2RError
 
 DEFAULT_K = 15
-DEFAULT_CANDIDATE_FACTOR = 4
+DEFAULT_CANDIDATE_FACTOR = 16  # the first search: 16 K candidates per real image
+SEARCH_GROWTH = 4  # each later round looks 4x deeper, for the real images still short
 DEFAULT_OVERUSE = 2.0
 METRICS = ("euclidean", "manhattan", "cosine")
 
@@ -64,6 +65,7 @@ class PairResult:
     replaced: int  # slots not filled by the plain K nearest (their image was at quota)
     over_quota: int  # slots filled past the quota by the fallback
     plain_use_counts: np.ndarray = field(repr=False, default=None)  # counts for the plain K nearest
+    plain_distances: np.ndarray = field(repr=False, default=None)  # n_real x K: distances of the plain K nearest
 
     @property
     def coverage(self) -> float:
@@ -131,32 +133,38 @@ def pair_features(
 
     chosen: list[list[tuple[float, int]]] = [[] for _ in range(n_real)]
     chosen_ids: list[set[int]] = [set() for _ in range(n_real)]
-    uses = np.zeros(n_syn, np.int64)
+    uses = [0] * n_syn  # plain lists: this loop is pure Python, numpy scalars would slow it down
     rows = np.arange(n_real)
     lo, m = 0, min(depth, k * DEFAULT_CANDIDATE_FACTOR)
     dist, idx = _query(nn, real, m)
-    plain = idx[:, :k].copy()  # the plain K nearest, before any replacement
+    plain, plain_dist = idx[:, :k].copy(), dist[:, :k].copy()  # the plain K nearest, before any replacement
     while True:
         # Greedy over this round's candidate ranks [lo, m) of the rows still short,
         # nearest first; the stable sort breaks ties by (row, rank).
         d, j_all = dist[:, lo:], idx[:, lo:]
         width = d.shape[1]
+        row_ids, d_flat, j_flat = rows.tolist(), d.ravel().tolist(), j_all.ravel().tolist()
+        open_rows = sum(1 for i in row_ids if len(chosen[i]) < k)
         for e in np.argsort(d.ravel(), kind="stable").tolist():
-            r = e // width
-            i = int(rows[r])
-            if len(chosen[i]) >= k:
+            i = row_ids[e // width]
+            row = chosen[i]
+            if len(row) >= k:
                 continue
-            j = int(j_all[r, e % width])
+            j = j_flat[e]
             if uses[j] >= max_uses or j in chosen_ids[i]:
                 continue
-            chosen[i].append((float(d[r, e % width]), j))
+            row.append((d_flat[e], j))
             chosen_ids[i].add(j)
             uses[j] += 1
-        short = np.asarray([i for i in rows.tolist() if len(chosen[i]) < k], np.int64)
+            if len(row) == k:
+                open_rows -= 1
+                if open_rows == 0:
+                    break
+        short = np.asarray([i for i in row_ids if len(chosen[i]) < k], np.int64)
         if len(short) == 0 or m >= depth:
             break
-        # Every candidate of these rows is at quota: look twice as far down their lists.
-        rows, lo, m = short, m, min(depth, 2 * m)
+        # Every candidate of these rows is at quota: look further down their lists.
+        rows, lo, m = short, m, min(depth, SEARCH_GROWTH * m)
         dist, idx = _query(nn, real[short], m)
 
     over_quota = 0
@@ -181,6 +189,7 @@ def pair_features(
         neighbors[i] = [j for _, j in row]
         distances[i] = [d for d, _ in row]
     replaced = int(sum(len(chosen_ids[i] - set(plain[i].tolist())) for i in range(n_real)))
+    uses = np.asarray(uses, np.int64)
 
     weights = np.zeros(n_syn, np.float64)
     used = uses > 0
@@ -189,7 +198,8 @@ def pair_features(
     probs = row_w / row_w.sum(axis=1, keepdims=True)
     return PairResult(neighbors=neighbors, distances=distances, probs=probs, synthetic_weights=weights,
                       use_counts=uses, k=k, max_uses=max_uses, candidates=int(m), metric=metric, replaced=replaced,
-                      over_quota=over_quota, plain_use_counts=np.bincount(plain.ravel(), minlength=n_syn))
+                      over_quota=over_quota, plain_use_counts=np.bincount(plain.ravel(), minlength=n_syn),
+                      plain_distances=plain_dist)
 
 
 def summarize(result: PairResult, synthetic_names, top: int = 10) -> dict[str, Any]:
@@ -212,6 +222,7 @@ def summarize(result: PairResult, synthetic_names, top: int = 10) -> dict[str, A
             "min": float(d.min()), "p25": float(np.percentile(d, 25)), "median": float(np.median(d)),
             "p75": float(np.percentile(d, 75)), "max": float(d.max()), "mean": float(d.mean()),
             "nearest_mean": float(d[:, 0].mean()), "kth_mean": float(d[:, -1].mean()),
+            "plain_knn_mean": float(result.plain_distances.astype(np.float64).mean()),
         },
         "most_used": [
             {"name": str(synthetic_names[j]), "uses": int(result.use_counts[j]),
@@ -354,13 +365,17 @@ def render_preview(path: str | Path, pairs: PairsFile, real_data, synthetic_data
     n_real = len(pairs.real_names)
     chosen = np.unique(np.linspace(0, n_real - 1, min(queries, n_real)).round().astype(int))
     cols = 1 + min(neighbors, pairs.k)
-    height = 3.3 * len(chosen)
-    fig = Figure(figsize=(2.6 * cols, height), dpi=100)
+    first = real_data.read_image(real_pos[pairs.real_names[chosen[0]]])
+    cell_w = 2.6  # inches per column
+    cell_h = cell_w * first.shape[0] / first.shape[1]
+    gap = 0.45  # inches above each query's photo row, for the titles
+    height = len(chosen) * (2 * cell_h + gap) + 0.4
+    fig = Figure(figsize=(cell_w * cols, height), dpi=100)
     FigureCanvasAgg(fig)
-    # Each query: a photo row with titles, then its overlay row close beneath, then a gap.
-    ratios = [1.0, 1.0, 0.32] * len(chosen)
-    grid = fig.add_gridspec(3 * len(chosen), cols, height_ratios=ratios[:-1] + [0.01], hspace=0.05, wspace=0.04,
-                            top=1 - 0.55 / height, bottom=0.01)
+    # Each query: a gap for the titles, the photo row, then its overlay row right beneath.
+    ratios = [gap, cell_h, cell_h] * len(chosen)
+    grid = fig.add_gridspec(3 * len(chosen), cols, height_ratios=ratios, hspace=0.04, wspace=0.04,
+                            left=0.005, right=0.995, top=1 - 0.3 / height, bottom=0.005)
     for row, q in enumerate(chosen.tolist()):
         items = [("real", real_data, real_pos[pairs.real_names[q]], str(pairs.real_names[q]))]
         for c in range(cols - 1):
@@ -369,10 +384,10 @@ def render_preview(path: str | Path, pairs: PairsFile, real_data, synthetic_data
                           synthetic_data, syn_pos[pairs.synthetic_names[j]], str(pairs.synthetic_names[j])))
         for col, (title, data, index, name) in enumerate(items):
             image, blended = _overlay(data, index, data.space, width)
-            top = fig.add_subplot(grid[3 * row, col])
+            top = fig.add_subplot(grid[3 * row + 1, col])
             top.imshow(image)
             top.set_title(f"{title}\n{name}", fontsize=7)
-            bottom = fig.add_subplot(grid[3 * row + 1, col])
+            bottom = fig.add_subplot(grid[3 * row + 2, col])
             if blended is not None:
                 bottom.imshow(blended)
             else:
