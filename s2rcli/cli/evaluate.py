@@ -2,23 +2,99 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from ..errors import NotYetAvailable
+from ..console import settings, stdout
 
 segment_app = typer.Typer(no_args_is_help=True, help="Segmentation-based evaluation: score images, or train and test a segmenter.")
 
 
-@segment_app.command("score", epilog="Example: s2r segment-eval score --images generated/ --labels demo:demo?split=synthetic --segmenter seg.pt")
-def score(images: str = typer.Option(..., "--images", help="Folder of generated images.")) -> None:
-    """Segment generated images and compare with the labels they came from (mIoU, accuracy)."""
-    raise NotYetAvailable("`s2r segment-eval score` is not available yet: it arrives with the evaluation tools")
+@segment_app.command(
+    "score",
+    epilog="Example: s2r segment-eval score --images generated/ --labels demo:demo?split=synthetic "
+    "--segmenter runs/seg/checkpoints/latest.pt",
+)
+def score(
+    images: str = typer.Option(..., "--images", help="Folder of generated images (its images/ subfolder if present)."),
+    labels: str = typer.Option(..., "--labels", help="Dataset spec of the label maps the images were generated from."),
+    segmenter: Path = typer.Option(..., "--segmenter", help="Segmenter checkpoint (from `segment-eval train-and-test`)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Working size HxW (default: the segmenter's training size)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table."),
+) -> None:
+    """Segment generated images and compare with the labels they came from (mIoU, accuracy).
+
+    Images are matched to labels by name; a generated name may carry an _sNN
+    suffix (several samples per label map). Logits are resized to each label's
+    resolution before the argmax.
+    """
+    from ..device import resolve_device
+    from ..evaluation import score_generated, scores_table
+    from ..metrics.fid import parse_size
+
+    result = score_generated(images, labels, segmenter, size=parse_size(size, default=None), batch_size=batch_size,
+                             device=resolve_device(settings.device))
+    if as_json:
+        stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
+        return
+    stdout.print(scores_table(result["scores"], f"{result['images']}: {result['scored']} images scored against "
+                                                f"{result['label_maps']} label maps ({result['label_space']})"))
 
 
-@segment_app.command("train-and-test", epilog="Example: s2r segment-eval train-and-test --train translated/ --test demo:demo?split=real --model fastseg --steps 2000 --out runs/seg")
-def train_and_test(out: str = typer.Option(..., "--out", help="Run folder.")) -> None:
-    """Train a segmenter on one or more sets and report per-class IoU on a test set."""
-    raise NotYetAvailable("`s2r segment-eval train-and-test` is not available yet: it arrives with the evaluation tools")
+@segment_app.command(
+    "train-and-test",
+    epilog="Example: s2r segment-eval train-and-test --train demo:demo?split=synthetic --test demo:demo?split=real_val "
+    "--model fastseg --steps 600 --out runs/seg_synthetic",
+)
+def train_and_test(
+    train: list[str] = typer.Option(..., "--train", help="Training set spec(s): SPEC[,SPEC...] (repeatable); their union is used."),
+    test: str = typer.Option(..., "--test", help="Labelled test set spec, e.g. demo:demo?split=real_val."),
+    model: str = typer.Option("fastseg", "--model", help="Segmenter from the registry: fastseg, deeplabv3, fcn, ... (`s2r models` lists them)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (config.json, checkpoints/, metrics.jsonl, results.json)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
+    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny (CPU) or paper."),
+    size: Optional[str] = typer.Option(None, "--size", help="Training and testing size HxW (default: the preset's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size (default: the preset's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the preset's)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data loader workers."),
+    backbone_weights: Optional[str] = typer.Option(
+        None, "--backbone-weights",
+        help="ImageNet ResNet-50 weights for deeplabv3/fcn: a path, or 'random'; default: cache, else download.",
+    ),
+    label_space: str = typer.Option("cityscapes19", "--label-space", help="Label space to train and test in."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+) -> None:
+    """Train a segmenter on one or more sets and report per-class IoU on a test set.
+
+    Paper 001, Tables 1-3: train on raw synthetic, translated synthetic, real,
+    or mixes, and test on real validation images. Writes RUN/config.json first,
+    then RUN/checkpoints/latest.pt, RUN/metrics.jsonl and RUN/results.json.
+    """
+    from ..device import resolve_device
+    from ..evaluation import scores_table, split_specs, train_and_test as run
+    from ..metrics.fid import parse_size
+    from ..models import get_model_entry
+
+    get_model_entry(model, kind="segmenter")  # an unknown name fails here, listing the valid ones
+    result = run(
+        split_specs(train), test, model, out, preset=preset, steps=steps, size=parse_size(size, default=None),
+        batch_size=batch_size, seed=seed, lr=lr, workers=workers, backbone_weights=backbone_weights,
+        label_space=label_space, overwrite=overwrite, device=resolve_device(settings.device),
+    )
+    if as_json:
+        stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
+        return
+    stdout.print(scores_table(
+        result["scores"],
+        f"{result['test']}: {result['model']} trained on {' + '.join(result['train'])} "
+        f"({result['steps']} steps, seed {result['seed']})",
+    ))
 
 
 def register(app: typer.Typer) -> None:

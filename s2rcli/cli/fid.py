@@ -1,17 +1,94 @@
-"""``s2r fid A B``: FID and KID between two image sets."""
+"""``s2r fid A [B] [--real SPEC] [--synthetic SPEC] [--also C]``: FID and KID of one set against references."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from ..errors import NotYetAvailable
+from ..console import settings, stdout
+from ..errors import S2RError
 
 
-def fid(a: str = typer.Argument(..., help="Folder or dataset spec."),
-        b: str = typer.Argument(..., help="Folder or dataset spec.")) -> None:
-    """Compute FID (and KID) between two image sets with a fixed, documented resize."""
-    raise NotYetAvailable("`s2r fid` is not available yet: it arrives with the evaluation tools")
+def fid(
+    a: str = typer.Argument(..., help="The image set under test: a folder or a dataset spec."),
+    b: Optional[str] = typer.Argument(None, help="A reference set (folder or spec)."),
+    real: Optional[str] = typer.Option(None, "--real", help="Real reference set, reported as 'real' (paper 001, Table 4)."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Synthetic reference set, reported as 'synthetic'."),
+    also: list[str] = typer.Option([], "--also", help="Further reference sets (repeatable)."),
+    kid: bool = typer.Option(False, "--kid", help="Also compute KID (mean and std over 100 subsets)."),
+    size: str = typer.Option("256x512", "--size", help="Resize every image to HxW (PIL bicubic) before the extractor."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per extractor batch (results do not depend on it)."),
+    inception_weights: Optional[str] = typer.Option(
+        None, "--inception-weights",
+        help="Inception weights file (weights-inception-2015-12-05-6726825d.pth); default: the torch hub cache, "
+        "else download. 'random' uses fixed random features (offline smoke tests; not comparable to papers).",
+    ),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache folder (default ~/.cache/s2r/fid)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table."),
+) -> None:
+    """Compute FID (and KID) of one image set against one or more references, with a fixed resize.
+
+    Every image is resized with PIL bicubic to --size (default 256x512, no crop)
+    and fed as uint8 to torch-fidelity's Inception-v3; features are cached per
+    input, keyed by its files (name, size, mtime), the resize and the weights.
+    """
+    from ..device import resolve_device
+    from ..metrics.fid import compare, default_cache_dir, parse_size, resolve_extractor
+
+    references: list[tuple[str, str]] = []
+    if b is not None:
+        references.append((b, b))
+    if real is not None:
+        references.append(("real", real))
+    if synthetic is not None:
+        references.append(("synthetic", synthetic))
+    references += [(spec, spec) for spec in also]
+    if not references:
+        raise S2RError("nothing to compare against", hint="give a second set B, or --real SPEC / --synthetic SPEC / --also SPEC")
+    labels = [label for label, _ in references]
+    if len(set(labels)) != len(labels):
+        raise S2RError("the same reference is given twice", hint="list each reference once")
+    size_hw = parse_size(size)
+    device = resolve_device(settings.device)
+    extractor = resolve_extractor(inception_weights)
+    result = compare(
+        a, references, extractor=extractor, kid=kid, size=size_hw, batch_size=batch_size, device=device,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+    )
+    if as_json:
+        stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
+        return
+    stdout.print(render_table(result))
+
+
+def render_table(result: dict):
+    from rich.table import Table
+
+    protocol = result["protocol"]
+    title = "FID" if protocol["comparable_to_papers"] else f"FID ({protocol['label']})"
+    table = Table(title=f"{title} of {result['input']['spec']} ({result['input']['count']} images)",
+                  caption=f"{protocol['extractor']}, PIL bicubic to {protocol['size'][0]}x{protocol['size'][1]}")
+    table.add_column("against")
+    table.add_column("images", justify="right")
+    table.add_column("FID", justify="right")
+    with_kid = any("kid_mean" in r for r in result["results"])
+    if with_kid:
+        table.add_column("KID x 1e3", justify="right")
+    for row in result["results"]:
+        cells = [row["reference"] if row["reference"] == row["spec"] else f"{row['reference']} ({row['spec']})",
+                 str(row["count"]), f"{row['fid']:.2f}"]
+        if with_kid:
+            cells.append(f"{row['kid_mean'] * 1e3:.2f} ± {row['kid_std'] * 1e3:.2f}")
+        table.add_row(*cells)
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fid", epilog="Example: s2r fid translated/ demo:demo?split=real --kid")(fid)
+    app.command(
+        "fid",
+        epilog="Example: s2r fid translated/ --real demo:demo?split=real --synthetic demo:demo?split=synthetic --kid",
+    )(fid)
