@@ -104,13 +104,27 @@ def _naive_spfeat(label, num_classes, levels, ignore=255):
     return np.concatenate(parts)
 
 
+@pytest.mark.parametrize("method", ["opencv", "bincount", "auto"])
 @pytest.mark.parametrize("shape,levels", [((13, 29), (1, 2, 4)), ((7, 11), (1, 3, 4)), ((3, 2), (4,)),
-                                          ((17, 9), (3, 5, 2))])
-def test_matches_a_naive_reference(shape, levels):
+                                          ((17, 9), (3, 5, 2)), ((190, 260), (1, 2, 4))])
+def test_matches_a_naive_reference(shape, levels, method):
     rng = np.random.default_rng(sum(shape))
     label = rng.integers(0, 6, size=shape).astype(np.uint8)
     label[rng.random(shape) < 0.2] = 255
-    np.testing.assert_allclose(spfeat(label, 6, levels), _naive_spfeat(label, 6, levels), rtol=1e-6, atol=1e-7)
+    vector, counts = spfeat_with_counts(label, 6, levels, method=method)
+    np.testing.assert_allclose(vector, _naive_spfeat(label, 6, levels), rtol=1e-6, atol=1e-7)
+    assert counts.tolist() == np.bincount(label[label != 255], minlength=6).tolist()
+
+
+def test_both_counting_methods_give_the_same_integers():
+    from s2rcli.data.spfeat import cell_counts
+
+    label = np.random.default_rng(0).integers(0, 256, size=(301, 517)).astype(np.uint8)
+    a = cell_counts(label, (1, 3, 4), method="opencv")
+    b = cell_counts(label, (1, 3, 4), method="bincount")
+    assert a.dtype == b.dtype == np.int64 and a.shape == (6, 6, 256)  # union of 3- and 4-grids: 6 x 6 cells
+    np.testing.assert_array_equal(a, b)
+    assert a.sum() == label.size
 
 
 # --- whole datasets -------------------------------------------------------------------------
