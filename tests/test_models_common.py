@@ -12,7 +12,7 @@ from s2rcli.models import create_model, get_model_entry, list_models
 from s2rcli.training.config import preset_defaults
 from s2rcli.training.distributed import DistInfo
 
-from toy_task import MemoryDataset
+from toy_task import MemoryDataset, one_torch_thread  # noqa: F401 (autouse fixture)
 
 CPU = torch.device("cpu")
 

@@ -16,7 +16,7 @@ from s2rcli.inference import pad_to_multiple, run_padded, run_tiled, translate_d
 from s2rcli.models import create_model, registry
 from s2rcli.training.checkpoint import make_checkpoint, save_checkpoint
 
-from toy_task import write_folder_world
+from toy_task import write_folder_world, one_torch_thread  # noqa: F401 (autouse fixture)
 
 runner = CliRunner()
 SMALL = dict(channels=8, n_down=2, n_res=2, n_shared=1, d_channels=8, d_layers=2, d_scales=2)

@@ -10,7 +10,7 @@ from s2rcli.models.unit import LOSS_WEIGHTS, UNITLoss
 from s2rcli.training.config import preset_defaults
 from s2rcli.training.distributed import DistInfo
 
-from toy_task import MemoryDataset
+from toy_task import MemoryDataset, one_torch_thread  # noqa: F401 (autouse fixture)
 
 SMALL = dict(channels=8, n_down=2, n_res=2, n_shared=1, d_channels=8, d_layers=2, d_scales=2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -120,3 +121,16 @@ class MemoryDataset:
 
     def read_label(self, i: int) -> np.ndarray:
         return self.labels[i]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Run a test module on one intra-op thread (restored afterwards).
+
+    On a 2-core machine shared with other test processes, OpenMP threads that
+    spin-wait for each other made the tiny models ~10x slower than one thread.
+    """
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -187,6 +187,7 @@ def train_run(
     if entry.input_kind == "label" and cfg["label_space"] is None:
         raise S2RError(f"{model} needs a label space", hint="--set label_space=cityscapes19")
 
+    data = data if data is not None else open_training_data(cfg)  # bad specs fail before the run folder is touched
     device = device or resolve_device(settings.device)
     dist = init_distributed(device)
     if dist.enabled and device.type == "cuda":
