@@ -169,8 +169,8 @@ def score_generated(
     from .data.datasets import open_dataset
     from .metrics.fid import open_image_set
 
-    model, ckpt, space = load_segmenter(segmenter, device)
     generated = open_image_set(images)
+    model, ckpt, space = load_segmenter(segmenter, device)
     label_set = open_dataset(labels, space.name)
     if not label_set.has_labels:
         raise S2RError(f"{labels} has no labels", hint="pass the labelled spec the images were generated from")

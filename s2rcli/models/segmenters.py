@@ -249,7 +249,7 @@ def _preset(model: dict[str, Any], **train: Any) -> dict[str, Any]:
     presets={
         "tiny": _preset(
             {"num_classes": 19, "widths": [8, 32, 64], "encoder_blocks": [2, 4], "decoder_blocks": [1, 1], "dropout": [0.0, 0.0]},
-            steps=600, batch_size=8, size=[64, 128], optimizer="adam", lr=2e-3, weight_decay=1e-4,
+            steps=600, batch_size=8, size=[64, 128], optimizer="adam", lr=5e-3, weight_decay=1e-4,
         ),
         "paper": _preset(
             {"num_classes": 19, "widths": [16, 64, 128], "encoder_blocks": [5, 8], "decoder_blocks": [2, 2],
