@@ -86,6 +86,9 @@ def test_values_outside_the_space_are_refused():
     label[0, 0] = 7
     vec = spfeat(label, 5, levels=(1,), ignore_index=7)
     np.testing.assert_allclose(vec, [1, 0, 0, 0, 0])
+    # an ignore index inside the class range: that class is never counted
+    small = np.array([[0, 1], [2, 2]], np.uint8)
+    np.testing.assert_allclose(spfeat(small, 3, levels=(1,), ignore_index=0), [0, 1 / 3, 2 / 3])
 
 
 def _naive_spfeat(label, num_classes, levels, ignore=255):

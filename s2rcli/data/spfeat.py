@@ -130,6 +130,16 @@ _OPENCV_MAX_CELLS = 400
 _OPENCV_MIN_PIXELS = 2**15
 
 
+@functools.lru_cache(maxsize=8)
+def _auto_method(height: int, width: int, levels: tuple[int, ...]) -> str:
+    ys, xs, _ = _grid(height, width, levels)
+    n_cells = (len(ys) - 1) * (len(xs) - 1)
+    largest = int(np.diff(ys).max(initial=0)) * int(np.diff(xs).max(initial=0))
+    use_opencv = (height * width >= _OPENCV_MIN_PIXELS and n_cells <= _OPENCV_MAX_CELLS
+                  and largest < _OPENCV_MAX_CELL_PIXELS)
+    return "opencv" if use_opencv else "bincount"
+
+
 def cell_counts(label: np.ndarray, levels: Sequence[int] = DEFAULT_LEVELS, method: str = "auto") -> np.ndarray:
     """Counts of every label value (0..255) in each cell of the levels' union grid: rows x cols x 256 int64.
 
@@ -144,17 +154,23 @@ def cell_counts(label: np.ndarray, levels: Sequence[int] = DEFAULT_LEVELS, metho
     if label.dtype != np.uint8 or label.ndim != 2:
         raise ValueError(f"cell_counts needs an H x W uint8 label map, got {label.dtype} {label.shape}")
     if method == "auto":
-        ys, xs, _ = _grid(label.shape[0], label.shape[1], levels)
-        n_cells = (len(ys) - 1) * (len(xs) - 1)
-        largest = int(max(np.diff(ys), default=0)) * int(max(np.diff(xs), default=0))
-        use_opencv = (label.size >= _OPENCV_MIN_PIXELS and n_cells <= _OPENCV_MAX_CELLS
-                      and largest < _OPENCV_MAX_CELL_PIXELS)
-        method = "opencv" if use_opencv else "bincount"
+        method = _auto_method(label.shape[0], label.shape[1], levels)
     if method == "opencv":
         return _cell_counts_opencv(label, levels)
     if method == "bincount":
         return _cell_counts_bincount(label, levels)
     raise ValueError(f"unknown method {method!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def _invalid_values(num_classes: int, ignore_index: int) -> np.ndarray:
+    """1 for label values that are neither a class nor the ignore index, else 0 (length 256)."""
+    flags = np.ones(256, np.int64)
+    flags[:num_classes] = 0
+    if 0 <= ignore_index < 256:
+        flags[ignore_index] = 0
+    flags.setflags(write=False)
+    return flags
 
 
 def spfeat_with_counts(
@@ -177,22 +193,19 @@ def spfeat_with_counts(
     levels = check_levels(levels)
     C = int(num_classes)
     counts = cell_counts(label, levels, method)
-    valid = np.zeros(256, bool)
-    valid[:C] = True
-    if 0 <= ignore_index < 256:
-        valid[ignore_index] = False
     per_value = counts.sum(axis=(0, 1))
-    invalid = per_value[C:].copy()
-    if C <= ignore_index < 256:
-        invalid[ignore_index - C] = 0
+    invalid = per_value * _invalid_values(C, int(ignore_index))
     if invalid.any():
-        bad = (np.flatnonzero(invalid) + C).tolist()
+        bad = np.flatnonzero(invalid).tolist()
         raise S2RError(
             f"label map has {int(invalid.sum())} pixels with values {bad[:8]} outside the {C}-class space "
             f"(ignore = {ignore_index})",
             hint="labels must be in the common label space; remap them first (s2r prepare remap) or pick the matching --space",
         )
-    counts = counts[..., :C] * valid[:C]
+    if 0 <= ignore_index < C:
+        counts = counts.copy()
+        counts[..., ignore_index] = 0  # an ignore index inside the class range: that class never counts
+    counts = counts[..., :C]
     # 2-D prefix sums over the cell grid: any slice (a block of whole cells) is four lookups.
     prefix = np.zeros((counts.shape[0] + 1, counts.shape[1] + 1, C), np.int64)
     prefix[1:, 1:] = counts.cumsum(axis=0).cumsum(axis=1)
