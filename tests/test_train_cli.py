@@ -112,8 +112,10 @@ def test_train_writes_the_run_folder_and_learns(world, tmp_path):
                                 "--out", str(out), *FAST])
     assert again.exit_code == 1 and len(_lines(again)) == 1 and "already holds a run" in _lines(again)[0]
     over = runner.invoke(app, ["train", "unit", "--synthetic", world["synthetic"], "--real", world["real"],
-                               "--out", str(out), "--steps", "2", "--overwrite", *FAST])
+                               "--out", str(out), "--steps", "2", "--overwrite", "--amp", "bf16", *FAST])
     assert over.exit_code == 0, over.output
+    assert "applies to CUDA only" in over.output  # AMP is a no-op with a note on CPU
+    assert json.loads((out / "config.json").read_text())["train"]["amp"] == "bf16"
     assert [r["step"] for r in _records(out)] == [1, 2] and not (out / "samples" / "step_000010.png").exists()
 
 

@@ -170,23 +170,13 @@ class _PlanIterable:
 
 
 def make_pair_sampler(cfg: dict[str, Any], synthetic, real, dist):
-    """The smart (SP-Feat) sampler with ``data.smart_batch``, else uniform random pairs."""
-    from ..data import sampler as samplers
+    """The SP-Feat smart sampler with ``data.smart_batch`` (needs ``data.pairs``), else uniform random pairs;
+    sharded to this rank."""
+    from ..data.sampler import make_pair_sampler as factory
 
     data_cfg = cfg["data"]
-    seed = int(cfg.get("seed", 0))
-    if data_cfg.get("smart_batch"):
-        factory = getattr(samplers, "make_pair_sampler", None)
-        if factory is None:
-            raise S2RError("--smart-batch needs the SP-Feat smart batch loader, which this install lacks",
-                           hint="drop --smart-batch to train with random pairs")
-        if not data_cfg.get("pairs"):
-            raise S2RError("--smart-batch needs --pairs PAIRS.npz",
-                           hint="build it with `s2r prepare spfeat` and `s2r prepare pairs`")
-        return factory(True, data_cfg["pairs"], synthetic, real, seed=seed, rank=dist.rank,
-                       world_size=dist.world_size)
-    return samplers.RandomPairSampler(len(synthetic), len(real), seed=seed, rank=dist.rank,
-                                      world_size=dist.world_size)
+    return factory(bool(data_cfg.get("smart_batch")), data_cfg.get("pairs"), synthetic, real,
+                   seed=int(cfg.get("seed", 0)), rank=dist.rank, world_size=dist.world_size)
 
 
 def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels: bool = False) -> PairDataSource:

@@ -120,6 +120,8 @@ def run_training(
     if train_cfg.get("amp") and device.type != "cuda":
         info(f"note: --amp {train_cfg['amp']} applies to CUDA only; training on {device.type} in fp32")
     data = data if data is not None else open_training_data(cfg)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed training sizes: let cuDNN pick the fastest kernels
     seed_everything(int(cfg["seed"]), 0)  # identical initial weights on every rank (rank 0's are broadcast anyway)
     model = create_model(cfg["model"], **cfg["model_kwargs"])
     task = model.make_task(cfg, data, dist, device)
