@@ -61,6 +61,12 @@ def test_folder_without_labels_and_flat_folder(tmp_path):
         ImageLabelDataset(ds)
     item = ImageLabelDataset(ds, labels=False)[1]
     assert set(item) == {"image", "index"} and item["image"].shape == (3, 6, 8)
+    # Images directly in PATH, labels in PATH/labels/.
+    save(np.full((6, 8), 5, np.uint8), tmp_path / "flat" / "labels" / "1.png")
+    with pytest.raises(S2RError, match="have no label file: 0, 2"):
+        open_dataset(str(tmp_path / "flat"))
+    paired = open_dataset(str(tmp_path / "flat"), on_error="skip")
+    assert paired.names == ["1"] and (paired.read_label(0) == 5).all()
 
 
 def test_robust_input(tmp_path):

@@ -496,7 +496,7 @@ FOLDER_LAYOUT = "PATH/images/**/*.{png,jpg} (or images directly in PATH) + optio
                                           "else the requested space)"})
 def _open_folder(root: Path, split, options, space: LabelSpace) -> Layout:
     image_dir = root / "images" if (root / "images").is_dir() else root
-    label_dir = root / "labels" if (root / "labels").is_dir() and image_dir != root else None
+    label_dir = root / "labels" if (root / "labels").is_dir() else None
     stored = options.get("label_space") or _manifest_space(root) or space.name
     table = identity_table(get_label_space(stored)) if label_dir is not None else None
     if image_dir == root:
@@ -504,7 +504,11 @@ def _open_folder(root: Path, split, options, space: LabelSpace) -> Layout:
         images = {p.stem: p for p in list_files(root, recursive=False)}
         if not images:
             raise S2RError(f"no images (.png/.jpg) in {root}", hint=f"expected {FOLDER_LAYOUT}")
-        return Layout([Sample(n, p, None) for n, p in images.items()])
+        if label_dir is None:
+            return Layout([Sample(n, p, None) for n, p in images.items()])
+        labels = {p.stem: p for p in list_files(label_dir, (".png",), recursive=False)}
+        samples, missing, orphans = pair_by_name(images, labels)
+        return Layout(samples, table, io.read_index_label, missing, orphans)
     return _images_and_labels(image_dir, label_dir, table, layout=FOLDER_LAYOUT)
 
 

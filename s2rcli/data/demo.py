@@ -499,6 +499,8 @@ def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 2
     if any(n < 0 for n in counts.values()) or counts["synthetic"] < 1 or counts["real"] < 1:
         raise S2RError("the demo world needs at least one synthetic and one real image")
     size = (int(size[0]), int(size[1]))
+    if out.exists() and not out.is_dir():
+        raise S2RError(f"--out {out} is a file, not a folder")
     existing = [p for p in [out / "manifest.json", *(out / d for d in DOMAINS)] if p.exists()]
     if existing and not overwrite:
         raise S2RError(f"a demo world already exists in {out}", hint="choose another --out, or pass --overwrite")
