@@ -295,6 +295,9 @@ def test_carla_palette_colours(tmp_path):
     ds = open_dataset(f"carla:{tmp_path}?on_error=skip")
     assert ds.names == ["000001", "000002"]
     np.testing.assert_array_equal(ds.read_label(0), expected)
+    import pickle  # datasets travel to DataLoader and remap worker processes
+
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds)).read_label(1), expected)
     assert sum(ds.unknown_pixels.values()) == 6
     with pytest.raises(S2RError, match="outside the carla CityScapesPalette"):
         open_dataset(f"carla:{tmp_path}").read_label(0)
