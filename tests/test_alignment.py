@@ -10,6 +10,8 @@ from s2rcli.losses.alignment import (
     unpatchify,
 )
 
+from toy_task import one_torch_thread  # noqa: F401 (autouse: one intra-op thread)
+
 
 @pytest.mark.parametrize("patches,size", [(4, (8, 12)), (16, (8, 12)), (4, (6, 10)), (9, (9, 6)), (1, (5, 7))])
 def test_patchify_splits_and_restacks_exactly(patches, size):

@@ -14,6 +14,8 @@ from s2rcli.training.distributed import DistInfo
 from s2rcli.training.loop import Observer, train
 from s2rcli.training.observers import CheckpointObserver
 
+from toy_task import one_torch_thread  # noqa: F401 (autouse: one intra-op thread)
+
 CPU = torch.device("cpu")
 SIZE = (16, 32)
 # The tiny preset with the shallowest VGG taps: the same code paths, a fraction of the CPU time.
@@ -109,9 +111,9 @@ def test_every_component_forward_backward_at_tiny(tiny):
     assert fake.shape == (2, 3, 64, 128) and fake.abs().max() <= 1
     score = tiny.D_u(fake)
     assert score.shape == (2, 1)
-    feats = {"relu3_3": torch.randn(8, 256, 8, 16), "relu4_3": torch.randn(8, 512, 4, 8)}
+    feats = {"relu2_2": torch.randn(8, 128, 16, 32), "relu3_3": torch.randn(8, 256, 8, 16)}
     maps = tiny.D_l(feats)
-    assert [m.shape for m in maps] == [(8, 1, 8, 16), (8, 1, 4, 8)]
+    assert [m.shape for m in maps] == [(8, 1, 16, 32), (8, 1, 8, 16)]
     (score.mean() + sum(m.mean() for m in maps)).backward()
     for net in (tiny.G, tiny.D_u, tiny.D_l):
         for name, p in net.named_parameters():

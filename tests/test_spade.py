@@ -4,6 +4,8 @@ from torch.nn import functional as F
 
 from s2rcli.models.spade import SPADE, SPADEResBlock, haar_dwt, haar_idwt
 
+from toy_task import one_torch_thread  # noqa: F401 (autouse: one intra-op thread)
+
 
 def test_haar_round_trip_is_exact_and_orthonormal():
     x = torch.randn(2, 3, 6, 10, dtype=torch.float64)
