@@ -54,10 +54,9 @@ def test_unit_normalize_and_distance_values():
 
 @pytest.fixture(scope="module")
 def vgg():
-    from s2rcli.losses.perceptual import VGGFeatures
+    from s2rcli.models.sis import frozen_vgg
 
-    torch.manual_seed(0)
-    return VGGFeatures("vgg16", ("relu1_2", "relu2_2", "relu3_3"), weights="random")
+    return frozen_vgg("vgg16", ("relu1_2", "relu2_2"), "random", "cpu")  # shared with test_sis (built once)
 
 
 def _scene(h=32, w=64):
