@@ -146,6 +146,25 @@ def test_cache_hit_and_invalidation(tmp_path, tiny_extractor, monkeypatch):
     assert len(list(cache.glob("*.npz"))) == 2 and not entries[0].exists()
 
 
+def test_inception_weights_are_loaded_from_the_given_file(sets, tmp_path, monkeypatch):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 as Inception
+
+    with monkeypatch.context() as m:  # build one without any weights, to write a weight file of the right layout
+        m.setattr(Inception, "load_state_dict", lambda self, *a, **k: None)
+        m.setattr(torch, "load", lambda *a, **k: {})
+        blank = Inception("inception-v3-compat", ["2048"], feature_extractor_weights_path="none")
+    state = blank.state_dict()
+    state["Conv2d_1a_3x3.conv.weight"].fill_(0.01)
+    torch.save(state, tmp_path / "inception.pth")
+
+    extractor = F.resolve_extractor(str(tmp_path / "inception.pth"))
+    assert extractor.name == "inception-v3-compat" and extractor.layer == "2048" and extractor.comparable
+    net = extractor.create(torch.device("cpu"))
+    assert torch.all(net.Conv2d_1a_3x3.conv.weight == 0.01)      # the file's weights, not a download
+    features = F.compute_features(F.open_images(sets["flat"]), extractor, size=(16, 32), batch_size=4, net=net)
+    assert features.shape == (8, 2048) and np.isfinite(features).all()
+
+
 def test_cli_random_features_json_is_clean(sets, tmp_path):
     result = runner.invoke(app, ["-q", "fid", sets["noise"], "--real", sets["flat"], "--synthetic", sets["noise2"],
                                  "--kid", "--size", "16x32", "--inception-weights", "random",
