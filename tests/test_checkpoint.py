@@ -119,3 +119,14 @@ def test_atomic_write_survives_crash(tmp_path):
     assert proc.returncode == 9, proc.stderr.decode()
     assert target.read_bytes() == before
     assert ck.load_checkpoint(target)["step"] == 1
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    from s2rcli.utils.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644

@@ -26,6 +26,12 @@ def refuse_overwrite(path: Path, overwrite: bool, what: str = "file") -> None:
         )
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets us open a folder
         fd = os.open(folder, os.O_RDONLY)
@@ -47,6 +53,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get normal permissions
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
