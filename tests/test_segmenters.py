@@ -121,6 +121,9 @@ def test_data_source_is_deterministic_and_resumable(tmp_path):
     assert not torch.equal(other["image"], a[0]["image"])
     rank1 = _take(_source(spec, rank=1, world_size=2), 2)
     assert rank1[0]["position"].tolist() == [4, 5, 6, 7] and rank1[1]["position"].tolist() == [12, 13, 14, 15]
+    # a loader worker process yields the very same batches
+    workers = _take(_source(spec, workers=1), 2)
+    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"]) for x, y in zip(workers, a))
     # labels stay valid class ids or 255 after crops and flips
     assert set(torch.cat([x["label"].flatten() for x in a]).unique().tolist()) <= {0, 1, 2, 3, 255}
 
