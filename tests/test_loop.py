@@ -111,3 +111,14 @@ def test_ddp_gloo_two_processes_keep_weights_in_sync(tmp_path):
         assert torch.equal(w0[key], w1[key]), key
     untrained = make_toy_task().nets["G"].state_dict()
     assert not torch.equal(w0["weight"], untrained["weight"])
+
+
+def test_ema_warm_up_and_loss_smoothing():
+    from s2rcli.training.loop import ema_decay_at
+    from s2rcli.training.observers import smooth
+
+    assert ema_decay_at(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay_at(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay_at(0.999, 10**6) == 0.999
+    assert smooth([4.0, 4.0, 4.0], 0.5) == [4.0, 4.0, 4.0]  # debiased: no ramp from zero
+    assert smooth([0.0, 2.0], 0.5) == pytest.approx([0.0, 4.0 / 3.0])
