@@ -17,9 +17,11 @@ It prints one table (mean ± sample standard deviation over seeds, then the
 per-seed values) and writes OUT/sis_demo.md, OUT/sis_demo.json and
 OUT/sis_variants.png (label | synthetic image | one image per variant, seed 0).
 
-CPU budget: the defaults (32x64, 300 steps, 2 seeds, 2 parallel jobs) take about
-10-15 minutes on 2 free cores; training is ~80% of it. The demo world is
-128x256; training at 32x64 is what fits the budget, so read the numbers as a
+CPU budget: the defaults (32x64, 300 steps, 2 seeds, 2 parallel jobs of one
+thread each) took 20.9 minutes on a 2-core machine whose load average other work
+kept at 6-7 (0.7-1.1 s per training step); training is ~75% of it, so expect
+less on idle cores, and scale with --steps, --seeds and --jobs. The demo world
+is 128x256; training at 32x64 is what fits the budget, so read the numbers as a
 smoke-level ablation, not as a reproduction of the paper.
 
 Without VGG weights (offline) the VGG is random (``--vgg-weights random``) and
