@@ -101,6 +101,7 @@ def _speed(preset: str, steps: int, rounds: int, threads: int, device_name: str,
             compiled(x)
         _sync(device)
         compile_s = time.perf_counter() - t0
+        print(f"  [{preset}] translate compiled in {compile_s:.0f} s", file=sys.stderr, flush=True)
         translators["compile"] = compiled
         inputs["compile"] = x
 
@@ -114,12 +115,14 @@ def _speed(preset: str, steps: int, rounds: int, threads: int, device_name: str,
     train_s: dict[str, list[float]] = {k: [] for k in variants}
     images_s: dict[str, list[float]] = {k: [] for k in translators}
     n_translate = max(2, steps)
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, (cfg, model, task) in variants.items():
             model.train()
             train_s[name].append(_time_train(task, cfg, device, steps))
         for name, fn in translators.items():
             images_s[name].append(_time_translate(fn, inputs[name], device, n_translate))
+        print(f"  [{preset}] round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {v[-1]:.3f} s/step" for k, v in train_s.items()), file=sys.stderr, flush=True)
     queue.put({"preset": preset, "size": f"{h}x{w}", "batch_translate": batch,
                "sec_per_step": {k: statistics.median(v) for k, v in train_s.items()},
                "translate_images_per_s": {k: statistics.median(v) for k, v in images_s.items()},
@@ -158,7 +161,7 @@ def _run(ctx, target, *args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,paper")
-    parser.add_argument("--steps", type=int, default=3, help="training steps per timed round")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per timed round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--device", default="cpu")
