@@ -16,7 +16,6 @@ Outputs mirror the input names, always as PNG::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator

@@ -63,7 +63,7 @@ class CheckpointObserver(Observer):
 
 
 class SampleObserver(Observer):
-    """Writes ``samples/step_XXXXXX.png`` every ``every`` steps, at the start and at the end.
+    """Writes ``samples/step_NNNNNN.png`` every ``every`` steps, at the start and at the end.
 
     The grid comes from ``task.samples(batch)`` on a fixed batch (the same images
     every time, so grids are comparable across steps); it uses the EMA generator

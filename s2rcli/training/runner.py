@@ -7,7 +7,7 @@
                       options={"data.synthetic": "demo:demo?split=synthetic", "data.real": "demo:demo?split=real"})
 
 A run folder holds ``config.json`` (written before step 0), ``checkpoints/latest.pt``,
-``metrics.jsonl``, ``samples/step_XXXXXX.png`` and ``losses.png``.
+``metrics.jsonl``, ``samples/step_NNNNNN.png`` and ``losses.png``.
 """
 
 from __future__ import annotations
