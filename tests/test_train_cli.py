@@ -125,6 +125,8 @@ def test_resume_continues_the_same_losses(world, tmp_path):
     train_run("unit", tmp_path / "full", preset="tiny", sets=sets, options={**opts, "train.steps": 6})
     train_run("unit", tmp_path / "split", preset="tiny", sets=sets, options={**opts, "train.steps": 3})
     assert load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")["sampler"]["position"] == 6
+    with pytest.raises(S2RError, match="--resume cannot change train.lr"):
+        train_run("unit", tmp_path / "split", resume=True, sets=["train.lr=1"], options={"train.steps": 6})
     state = train_run("unit", tmp_path / "split", resume=True, options={"train.steps": 6})
     assert state.step == 6
     full, split = _records(tmp_path / "full"), _records(tmp_path / "split")

@@ -34,7 +34,11 @@ from .stats import MetricsObserver, write_config
 RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json")
 
 # Keys that may change on --resume without breaking the exact continuation.
-RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.workers"}
+RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.workers",
+                     "train.samples"}
+# Keys that may change with a warning (data that moved); every other change is refused, because
+# the restored optimiser and scheduler states would silently override it.
+MOVABLE = {"data.synthetic", "data.real", "data.pairs"}
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -151,8 +155,13 @@ def resolve_run_config(
     saved = ckpt.get("config") or {}
     cfg = resolve_config(model, preset=preset, config_file=config_file, sets=sets, options=options, base=saved)
     changed = [k for k in config_differences(saved, cfg) if k not in RESUMABLE_CHANGES]
+    fixed = [k for k in changed if k not in MOVABLE]
+    if fixed:
+        raise S2RError(f"--resume cannot change {', '.join(fixed)}: a run keeps its settings",
+                       hint="resume without them (only --steps, the logging intervals and --workers may change), "
+                            "or start a new run in another --out")
     if changed:
-        warn("resuming with changed settings (" + ", ".join(changed) + "): the run no longer continues exactly")
+        warn("resuming with other data (" + ", ".join(changed) + "): the run no longer continues exactly")
     return cfg, ckpt
 
 
