@@ -208,6 +208,8 @@ def test_torchrun_two_processes_gloo(world, tmp_path):
     (["train", "unit", "--synthetic", "folder:{tmp}/missing", "--real", "{real}", "--out", "{out}", "--preset", "tiny"],
      "not found"),
     (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--resume"], "nothing to resume"),
+    (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--smart-batch"],
+     "--smart-batch needs a pairs file"),
     (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--set", "train.lr"],
      "is not key=value"),
     (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--size", "big"], "bad size"),
@@ -218,3 +220,4 @@ def test_errors_are_one_line_exit_1(world, tmp_path, args, message):
     assert result.exit_code == 1, result.output
     lines = _lines(result)
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert not (tmp_path / "run").exists()  # nothing written before the inputs were checked

@@ -83,6 +83,10 @@ def open_training_data(cfg: Mapping[str, Any]) -> dict[str, Any]:
         data[key] = open_dataset(spec, space=cfg.get("label_space", "cityscapes19"))
         if len(data[key]) == 0:
             raise S2RError(f"--{key} {spec}: the dataset has no images", hint="check the path and split")
+    pairs = cfg["data"].get("pairs")
+    if cfg["data"].get("smart_batch") and not (pairs and Path(pairs).is_file()):
+        raise S2RError(f"--smart-batch needs a pairs file{f'; {pairs} does not exist' if pairs else ''}",
+                       hint="compute one with `s2r prepare pairs ... --out pairs.npz` and pass --pairs pairs.npz")
     return data
 
 
