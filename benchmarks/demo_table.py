@@ -107,7 +107,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out/table"))
     p.add_argument("--world", type=Path, default=None, help="demo world folder (default OUT/world; made if missing)")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--unit-steps", type=int, default=300)
+    p.add_argument("--unit-steps", type=int, default=1000)
     p.add_argument("--seg-steps", type=int, default=600)
     p.add_argument("--seg-size", default="64x128")
     p.add_argument("--unit-size", default="64x128", help="UNIT training size; translation runs at the same size")
