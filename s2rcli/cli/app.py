@@ -59,8 +59,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     help="s2r: turn simulator data into realistic training data for driving perception.",
-    epilog="Example: s2r prepare demo --out demo && s2r train unit --synthetic demo:demo?split=synthetic "
-    "--real demo:demo?split=real --out runs/unit --smart-batch",
+    epilog="Example: s2r prepare demo --out demo && s2r train unit --preset tiny --synthetic demo:demo?split=synthetic "
+    "--real demo:demo?split=real --out runs/unit",
 )
 
 

@@ -36,7 +36,7 @@ class VGGFeatures(nn.Module):
     def __init__(self, arch: str = "vgg19", layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),
                  weights: str | None = None):
         super().__init__()
-        from torchvision.models import vgg16, vgg19
+        from torchvision.models.vgg import cfgs, make_layers
 
         if arch not in _VGG_BLOCKS:
             raise ValueError(f"arch must be vgg16 or vgg19, got {arch!r}")
@@ -44,17 +44,22 @@ class VGGFeatures(nn.Module):
         unknown = [layer for layer in layers if layer not in names]
         if unknown:
             raise ValueError(f"unknown {arch} layers {unknown}; valid: {names}")
-        net = (vgg16 if arch == "vgg16" else vgg19)(weights=None)
+        # Only the convolutional stack: the 120M-parameter classifier is never used.
+        features = make_layers(cfgs["D" if arch == "vgg16" else "E"], batch_norm=False)
+        for module in features.modules():  # torchvision's VGG initialisation, for the random choice
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
         state = pretrained.load_state_dict(arch, weights)
         if state is not None:
-            net.load_state_dict(state)
+            features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
         # Keep the feature stack only up to the deepest requested layer.
-        relu_positions = [i for i, m in enumerate(net.features) if isinstance(m, nn.ReLU)]
+        relu_positions = [i for i, m in enumerate(features) if isinstance(m, nn.ReLU)]
         self.layer_index = {names[k]: pos for k, pos in enumerate(relu_positions)}
         self.layers = tuple(layers)
         last = max(self.layer_index[layer] for layer in layers)
         self.features = nn.Sequential(*[m if not isinstance(m, nn.ReLU) else nn.ReLU(inplace=False)
-                                         for m in list(net.features)[: last + 1]])
+                                         for m in list(features)[: last + 1]])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
