@@ -10,7 +10,8 @@ ramps, so memory stays bounded. Label models (``input_kind="label"``) generate
 Outputs mirror the input names, always as PNG::
 
     OUT/images/<name>.png          (label models with samples > 1: <name>_sNN.png)
-    OUT/labels/<name>.png          when the input has labels, so OUT is a valid folder: dataset
+    OUT/labels/<name>.png          when the input has labels (one per output image, <name>_sNN.png too),
+                                   so OUT is a valid folder: dataset for segmentation training
     OUT/manifest.json              checkpoint, direction, counts, label space ("space")
 """
 
@@ -274,8 +275,9 @@ def translate_dataset(
                 for fname, img in zip(out_names[i], images):
                     write_png(tensor_to_image(img), output / "images" / fname)
                     written += 1
-                if label is not None:
-                    write_png(label.astype(np.uint8), output / "labels" / f"{inputs.names[i]}.png")
+                if label is not None:  # one label per output image, so OUT stays a valid folder: dataset
+                    for fname in out_names[i]:
+                        write_png(label.astype(np.uint8), output / "labels" / fname)
             pending.clear()
 
         for i in track(todo, total=len(todo), description="generate" if is_label else "translate"):

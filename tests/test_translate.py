@@ -189,7 +189,12 @@ def test_label_model_samples_are_seeded_and_labels_carried(world, fakes, tmp_pat
     assert result.exit_code == 0, result.output
     s0, s1 = _png(out / "images" / "syn_000_s00.png"), _png(out / "images" / "syn_000_s01.png")
     assert s0.shape == (37, 101, 3) and not np.array_equal(s0, s1)
-    assert (out / "labels" / "city" / "odd.png").exists()
+    assert (out / "labels" / "city" / "odd_s00.png").exists() and (out / "labels" / "city" / "odd_s01.png").exists()
+    from s2rcli.data.datasets import open_dataset
+
+    generated = open_dataset(f"folder:{out}")  # every sample is paired with its label: ready for segmentation training
+    assert generated.has_labels and len(generated) == 8
+    assert np.array_equal(generated.read_label(generated.names.index("city/odd_s01")), _png(out / "labels/city/odd_s00.png"))
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
     assert np.array_equal(_png(out / "images" / "syn_000_s00.png"), s0)  # same (seed, index, sample), same image
     other = translate_dataset(ckpt, specs["synthetic"], tmp_path / "seed1", samples=2, seed=1)
