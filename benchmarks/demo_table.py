@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from _stats import fmt  # benchmarks/ is on sys.path when a script here runs
+
 ROWS = [("raw", "raw synthetic"), ("unit_random", "UNIT-translated synthetic, random pairs"),
         ("unit_smart", "UNIT-translated synthetic, --smart-batch"), ("oracle", "real with labels (oracle)")]
 
@@ -82,24 +84,6 @@ def choose_fid_weights(choice: str) -> tuple[str, str]:
         print(f"note: no Inception weights ({exc.message}); FID falls back to fixed random features, "
               "which are NOT comparable to published FIDs", flush=True)
         return "random", "FID (random features; not comparable to papers)"
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-    return m, sd
-
-
-def fmt(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not values:
-        return "—"
-    m, sd = mean_sd(values)
-    each = ", ".join(f"{scale * v:.{digits}f}" for v in values)
-    spread = f" ± {scale * sd:.{digits}f}" if not math.isnan(sd) else ""
-    return f"{scale * m:.{digits}f}{spread} ({each})"
 
 
 def main() -> None:
@@ -207,7 +191,7 @@ def main() -> None:
         fid_syn = [fid[(key, s)]["synthetic"] for s in fid_seeds if (key, s) in fid]
         fid_note = "" if key.startswith("unit") else (" †" if key == "raw" else " ‡")
         table_rows.append(
-            f"| {title} | {fmt(mious)} | {fmt(accs)} | {fmt(gaps) if key.startswith('unit') else '—'} | "
+            f"| {title} | {fmt(mious, 100)} | {fmt(accs, 100)} | {fmt(gaps, 100) if key.startswith('unit') else '—'} | "
             f"{fmt(fid_real, 1.0, 2)}{fid_note} | {fmt(fid_syn, 1.0, 2)}{fid_note} |"
         )
         payload_rows.append({"row": key, "title": title, "miou": mious, "pixel_accuracy": accs, "gap_closed": gaps,

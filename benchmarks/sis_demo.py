@@ -48,6 +48,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _stats import fmt  # benchmarks/ is on sys.path when a script here runs
+
 VARIANTS = [
     ("full", "full: alignment on 4 patches (config B/E)", []),
     ("no_align", "without the alignment loss", ["--set", "train.loss.align=0"]),
@@ -96,24 +98,6 @@ def pick_weights(kind: str, choice: str) -> tuple[str, bool]:
         print(f"note: no {kind} weights in the cache ({exc.message}); using random ones: "
               "the numbers are not comparable to papers", flush=True)
         return "random", False
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
-    return m, sd
-
-
-def fmt(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
-    if not values:
-        return "—"
-    m, sd = mean_sd(values)
-    spread = f" ± {scale * sd:.{digits}f}" if not math.isnan(sd) else ""
-    each = ", ".join(f"{scale * v:.{digits}f}" for v in values)
-    return f"{scale * m:.{digits}f}{spread} ({each})" if len(values) > 1 else f"{scale * m:.{digits}f}"
 
 
 def last_metric(run: Path, key: str) -> float | None:
