@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from s2rcli.cli.app import app
 from s2rcli.data.datasets import open_dataset
-from s2rcli.data.demo import DOMAINS, render_sample, samples_figure, write_demo_world
+from s2rcli.data.demo import render_sample, samples_figure, write_demo_world
 from s2rcli.errors import S2RError
 
 runner = CliRunner()

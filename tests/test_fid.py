@@ -3,7 +3,6 @@ batch-size independence, the feature cache, and the CLI's error paths."""
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
