@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo_out
 
-.PHONY: demo test install clean-demo help-docs
+.PHONY: demo demo-table test install clean-demo help-docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/python examples/demo.py --out $(DEMO)
+
+# "Does translation help?": segmenters trained on raw, translated and real demo data (2 seeds).
+demo-table: install
+	$(BIN)/python benchmarks/demo_table.py --out $(DEMO)/table --world $(DEMO)/world
 
 # pytest exits 5 when it collects no test; that is not a failure of the product.
 test: install
