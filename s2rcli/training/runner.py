@@ -217,6 +217,8 @@ def train_run(
         if dist.is_main:
             start = f"resuming {model} at step {ckpt['step']}" if ckpt else f"training {model} ({cfg['preset']} preset)"
             info(f"{start} on {where}; run folder {run_dir}")
+            if cfg["preset"] == "paper" and device.type == "cpu":
+                warn("the paper preset on a CPU takes tens of seconds a step; --preset tiny is the CPU setting")
         state = run_training(cfg, run_dir, device=device, resume=ckpt, data=data, dist=dist,
                              extra_observers=extra_observers)
         barrier()
