@@ -213,3 +213,15 @@ def test_cli_missing_inception_weights_offline(tmp_path, sets, monkeypatch):
     assert "weights-inception-2015-12-05-6726825d.pth" in line and "--inception-weights" in line
     missing = runner.invoke(app, ["fid", sets["noise"], sets["flat"], "--inception-weights", str(tmp_path / "x.pth")])
     assert missing.exit_code == 1 and "no such file" in _one_error_line(missing)
+
+
+def test_cli_wrong_folder_is_reported_before_missing_weights(tmp_path, sets, monkeypatch):
+    """Offline and with a typo in a path, the user hears about the path first."""
+    import s2rcli.pretrained as pretrained
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    downloads = []
+    monkeypatch.setattr(pretrained, "_download", lambda url, target: downloads.append(url) or (_ for _ in ()).throw(OSError("offline")))
+    result = runner.invoke(app, ["fid", sets["noise"], "--real", str(tmp_path / "typo")])
+    assert result.exit_code == 1
+    assert "no such folder" in _one_error_line(result) and downloads == []

@@ -37,7 +37,7 @@ def fid(
     input, keyed by its files (name, size, mtime), the resize and the weights.
     """
     from ..device import resolve_device
-    from ..metrics.fid import compare, default_cache_dir, parse_size, resolve_extractor
+    from ..metrics.fid import compare, default_cache_dir, parse_size
 
     references: list[tuple[str, str]] = []
     if b is not None:
@@ -54,9 +54,8 @@ def fid(
         raise S2RError("the same reference is given twice", hint="list each reference once")
     size_hw = parse_size(size)
     device = resolve_device(settings.device)
-    extractor = resolve_extractor(inception_weights)
     result = compare(
-        a, references, extractor=extractor, kid=kid, size=size_hw, batch_size=batch_size, device=device,
+        a, references, inception_weights=inception_weights, kid=kid, size=size_hw, batch_size=batch_size, device=device,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
     )
     if as_json:

@@ -425,7 +425,8 @@ def compare(
     inputs: str,
     references: Sequence[tuple[str, str]],
     *,
-    extractor: Extractor,
+    extractor: Extractor | None = None,
+    inception_weights: str | os.PathLike | None = None,
     kid: bool = False,
     size: tuple[int, int] = DEFAULT_SIZE,
     batch_size: int = 32,
@@ -438,6 +439,9 @@ def compare(
         inputs: the set under test (folder or dataset spec).
         references: ``(label, spec)`` pairs, e.g. ``[("real", "demo:w?split=real"),
             ("synthetic", "demo:w?split=synthetic")]`` (paper 001, Table 4).
+        extractor: a resolved feature extractor; by default
+            ``resolve_extractor(inception_weights)``, after the inputs are checked,
+            so a wrong path is reported before any weights are looked for.
 
     Returns a JSON-ready dict: the protocol, the input, and one result per reference.
     """
@@ -447,6 +451,8 @@ def compare(
     datasets = {"input": open_images(inputs)}
     for label, spec in references:
         datasets[label] = open_images(spec)
+    if extractor is None:
+        extractor = resolve_extractor(inception_weights)
     built: list[nn.Module] = []
 
     def shared_net() -> nn.Module:
