@@ -87,8 +87,11 @@ def test_not_a_checkpoint(tmp_path):
     with pytest.raises(S2RError, match="is not an s2r checkpoint"):
         ck.load_checkpoint(tmp_path / "plain.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(S2RError, match="cannot read checkpoint|refusing"):
+    with pytest.raises(S2RError, match="is not an s2r checkpoint \\(not a PyTorch file\\)"):
         ck.load_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "cut.pt").write_bytes(ck.save_checkpoint(_ckpt()[0], tmp_path / "whole.pt").read_bytes()[:200])
+    with pytest.raises(S2RError, match="cannot read checkpoint"):  # a truncated torch file
+        ck.load_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(S2RError, match="not found"):
         ck.load_checkpoint(tmp_path / "missing.pt")
 

@@ -187,6 +187,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             path = latest
         else:
             raise S2RError(f"{path} is a folder, not a checkpoint file", hint="pass RUN/checkpoints/latest.pt")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # neither a torch zip file nor a pickle
+        raise S2RError(f"{path} is not an s2r checkpoint (not a PyTorch file)",
+                       hint="pass a file written by `s2r train` (RUN/checkpoints/latest.pt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
