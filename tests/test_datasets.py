@@ -306,3 +306,17 @@ def test_carla_palette_colours(tmp_path):
     expected14[:3, 4:6] = 255  # 0.9.13's terrain colour is not in the 0.9.14 palette
     expected14[3:, 4:6] = 255  # nor is its fence colour
     np.testing.assert_array_equal(v14, expected14)
+
+
+def test_folder_labels_none_reads_images_only(tmp_path):
+    """Generated samples (name_s00.png) need not pair with labels when only the images are read."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a_s00", "a_s01"):
+        Image.fromarray(np.full((4, 6, 3), 7, np.uint8)).save(tmp_path / "images" / f"{name}.png")
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "labels" / "a.png")
+    images = open_dataset(f"folder:{tmp_path}?labels=none")
+    assert sorted(images.names) == ["a_s00", "a_s01"] and not images.has_labels
+    assert images.read_image(0).shape == (4, 6, 3)
+    with pytest.raises(S2RError, match="labels='yes' is not known"):
+        open_dataset(f"folder:{tmp_path}?labels=yes")

@@ -493,10 +493,13 @@ FOLDER_LAYOUT = "PATH/images/**/*.{png,jpg} (or images directly in PATH) + optio
 
 @register_adapter("folder", layout=FOLDER_LAYOUT,
                   options={"label_space": "the space the labels are stored in (default: manifest.json's, "
-                                          "else the requested space)"})
+                                          "else the requested space)",
+                           "labels": "none: read the images only, ignoring any labels/ (FID, scoring)"})
 def _open_folder(root: Path, split, options, space: LabelSpace) -> Layout:
+    if options.get("labels", "none") != "none":
+        raise S2RError(f"folder option labels={options['labels']!r} is not known", hint="the only value is labels=none")
     image_dir = root / "images" if (root / "images").is_dir() else root
-    label_dir = root / "labels" if (root / "labels").is_dir() else None
+    label_dir = root / "labels" if (root / "labels").is_dir() and "labels" not in options else None
     stored = options.get("label_space") or _manifest_space(root) or space.name
     table = identity_table(get_label_space(stored)) if label_dir is not None else None
     if image_dir == root:

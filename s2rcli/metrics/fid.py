@@ -199,41 +199,6 @@ def registered_extractor(name: str, layer: str, **kwargs: Any) -> Extractor:
 # --- inputs --------------------------------------------------------------------------
 
 
-@dataclass
-class ImageSet:
-    """The images of a folder, without labels: ``PATH/images/**`` if it exists, else ``PATH/*``.
-
-    Generated outputs (``name_s00.png`` beside ``labels/name.png``) are image sets
-    even though their names do not pair with label files. Duck-types the parts
-    of :class:`s2rcli.data.datasets.Dataset` that FID and scoring read.
-    """
-
-    root: Path
-    samples: list[Any]
-    kind: str = "folder"
-    split: str | None = None
-
-    @property
-    def spec(self) -> str:
-        return f"folder:{self.root}"
-
-    @property
-    def names(self) -> list[str]:
-        return [s.name for s in self.samples]
-
-    @property
-    def has_labels(self) -> bool:
-        return False
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def read_image(self, i: int) -> np.ndarray:
-        from ..data import io
-
-        return io.read_image(self.samples[i].image)
-
-
 def _folder_path(spec: str) -> Path | None:
     """The folder of a bare path or a plain ``folder:PATH`` spec (no options); else None."""
     if spec.startswith("folder:") and "?" not in spec:
@@ -243,21 +208,19 @@ def _folder_path(spec: str) -> Path | None:
     return Path(spec).expanduser()
 
 
-def open_image_set(spec: str) -> ImageSet:
-    """Every image of a folder (or ``folder:PATH``), labels ignored."""
-    from ..data.datasets import Sample, list_files
+def open_image_set(spec: str):
+    """Every image of a folder (or ``folder:PATH``), labels ignored.
+
+    Generated outputs are image sets even where their names do not pair with label files.
+    """
+    from ..data.datasets import open_dataset
 
     root = _folder_path(spec)
     if root is None:
         raise S2RError(f"{spec} is not a folder", hint="pass a folder of images")
     if not root.is_dir():
         raise S2RError(f"no such folder: {root}", hint="pass a folder of images (or PATH with images/ inside)")
-    base = root / "images" if (root / "images").is_dir() else root
-    files = list_files(base, recursive=base != root)
-    if not files:
-        raise S2RError(f"no images (.png/.jpg) in {base}", hint="check the path")
-    samples = [Sample(p.relative_to(base).with_suffix("").as_posix(), p, None) for p in files]
-    return ImageSet(root=root, samples=samples)
+    return open_dataset(f"folder:{root}?labels=none")
 
 
 def open_images(spec: str):
