@@ -168,3 +168,24 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
 def write_png(array: np.ndarray, path: str | Path, *, overwrite: bool = True, compress_level: int = 1) -> Path:
     """Write an HxW uint8 label map (8-bit grey PNG) or HxWx3 RGB image, atomically."""
     return atomic_write_bytes(path, encode_png(array, compress_level), overwrite=overwrite)
+
+
+def read_npz(path: str | Path, required: tuple[str, ...], what: str, hint: str, *,
+             article: str = "a") -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` written by s2r (no pickles), checked for the ``required`` keys.
+
+    A missing, truncated or foreign file is an :class:`S2RError` naming ``what`` it should be.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise S2RError(f"{what} not found: {path}", hint=hint)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in required if key not in data.files]
+            if missing:
+                raise S2RError(f"{path} is not {article} {what} (missing {', '.join(missing)})", hint=hint)
+            return {key: data[key] for key in data.files}
+    except S2RError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise S2RError(f"cannot read {what} {path}: {exc}", hint="the file may be truncated; " + hint) from exc

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from . import io
 from ..errors import S2RError
 
 DEFAULT_K = 15
@@ -273,27 +274,16 @@ def save_pairs(path: str | Path, result: PairResult, real, synthetic, *, overwri
 def load_pairs(path: str | Path) -> PairsFile:
     """Read and validate a pairs ``.npz`` written by ``s2r prepare pairs``."""
     path = Path(path)
-    if not path.exists():
-        raise S2RError(f"pairs file not found: {path}",
-                       hint="compute it with `s2r prepare pairs --real real.npz --synthetic syn.npz --out pairs.npz`")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in PAIRS_KEYS if key not in data.files]
-            if missing:
-                raise S2RError(f"{path} is not a pairs file (missing {', '.join(missing)})",
-                               hint="compute it with `s2r prepare pairs`")
-            pairs = PairsFile(
-                real_names=np.asarray(data["real_names"]).astype(str),
-                synthetic_names=np.asarray(data["synthetic_names"]).astype(str),
-                neighbors=np.asarray(data["neighbors"], np.int64), distances=np.asarray(data["distances"]),
-                probs=np.asarray(data["probs"], np.float64), synthetic_weights=np.asarray(data["synthetic_weights"]),
-                k=int(data["k"]), levels=tuple(int(v) for v in np.asarray(data["levels"]).ravel()),
-                space=str(data["space"]), path=path,
-            )
-    except S2RError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise S2RError(f"cannot read pairs file {path}: {exc}", hint="compute it again with `s2r prepare pairs`") from exc
+    data = io.read_npz(path, PAIRS_KEYS, "pairs file",
+                       "compute it with `s2r prepare pairs --real real.npz --synthetic syn.npz --out pairs.npz`")
+    pairs = PairsFile(
+        real_names=np.asarray(data["real_names"]).astype(str),
+        synthetic_names=np.asarray(data["synthetic_names"]).astype(str),
+        neighbors=np.asarray(data["neighbors"], np.int64), distances=np.asarray(data["distances"]),
+        probs=np.asarray(data["probs"], np.float64), synthetic_weights=np.asarray(data["synthetic_weights"]),
+        k=int(data["k"]), levels=tuple(int(v) for v in np.asarray(data["levels"]).ravel()),
+        space=str(data["space"]), path=path,
+    )
     n_real, n_syn = len(pairs.real_names), len(pairs.synthetic_names)
     if pairs.neighbors.shape != (n_real, pairs.k) or pairs.probs.shape != (n_real, pairs.k):
         raise S2RError(f"{path}: neighbour table {pairs.neighbors.shape} does not match {n_real} real images x K={pairs.k}")

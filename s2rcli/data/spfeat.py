@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import io
 from ..errors import S2RError
 
 DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 4)
@@ -254,29 +255,18 @@ REQUIRED_KEYS = ("features", "names", "levels", "space", "num_classes", "spec")
 def load_spfeat(path: str | Path) -> SpfeatFile:
     """Read and validate an SP-Feat ``.npz`` written by :func:`compute_spfeat_file`."""
     path = Path(path)
-    if not path.exists():
-        raise S2RError(f"SP-Feat file not found: {path}", hint="compute it with `s2r prepare spfeat SPEC --out FILE`")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in REQUIRED_KEYS if k not in data.files]
-            if missing:
-                raise S2RError(f"{path} is not an SP-Feat file (missing {', '.join(missing)})",
-                               hint="compute it with `s2r prepare spfeat SPEC --out FILE`")
-            features = np.asarray(data["features"], dtype=np.float32)
-            names = np.asarray(data["names"]).astype(str)
-            num_classes = int(data["num_classes"])
-            levels = tuple(int(l) for l in np.asarray(data["levels"]).ravel())
-            class_pixels = (np.asarray(data["class_pixels"], dtype=np.int64) if "class_pixels" in data.files
-                            else np.zeros((len(names), num_classes), np.int64))
-            result = SpfeatFile(
-                features=features, names=names, levels=levels, space=str(data["space"]), num_classes=num_classes,
-                spec=str(data["spec"]), class_pixels=class_pixels,
-                source=str(data["source"]) if "source" in data.files else "labels", path=path,
-            )
-    except S2RError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise S2RError(f"cannot read SP-Feat file {path}: {exc}", hint="the file may be truncated; compute it again") from exc
+    data = io.read_npz(path, REQUIRED_KEYS, "SP-Feat file", "compute it with `s2r prepare spfeat SPEC --out FILE`",
+                       article="an")
+    names = np.asarray(data["names"]).astype(str)
+    num_classes = int(data["num_classes"])
+    class_pixels = (np.asarray(data["class_pixels"], dtype=np.int64) if "class_pixels" in data
+                    else np.zeros((len(names), num_classes), np.int64))
+    result = SpfeatFile(
+        features=np.asarray(data["features"], dtype=np.float32), names=names,
+        levels=tuple(int(l) for l in np.asarray(data["levels"]).ravel()), space=str(data["space"]),
+        num_classes=num_classes, spec=str(data["spec"]), class_pixels=class_pixels,
+        source=str(data["source"]) if "source" in data else "labels", path=path,
+    )
     if result.features.ndim != 2 or result.features.shape[0] != len(result.names):
         raise S2RError(f"{path}: features {result.features.shape} do not match {len(result.names)} names")
     if result.features.shape[1] != feature_dim(result.num_classes, result.levels):
