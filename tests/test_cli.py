@@ -87,3 +87,17 @@ def test_bad_device():
     with pytest.raises(S2RError, match="unknown device"):
         resolve_device("tpu")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_size_option_parser():
+    import pytest
+
+    from s2rcli.errors import S2RError
+    from s2rcli.utils.sizes import parse_size
+
+    assert parse_size("37x101") == (37, 101) and parse_size(" 64X128 ") == (64, 128)
+    assert parse_size("256,512") == (256, 512) and parse_size([8, 16]) == (8, 16)
+    assert parse_size(None) is None and parse_size("", default=(1, 2)) == (1, 2)
+    for bad in ("12", "0x5", "axb", "1x2x3", [3]):
+        with pytest.raises(S2RError, match="bad size"):
+            parse_size(bad)

@@ -34,9 +34,9 @@ def score(
     """
     from ..device import resolve_device
     from ..evaluation import score_generated, scores_table
-    from ..metrics.fid import parse_size
+    from ..utils.sizes import parse_size
 
-    result = score_generated(images, labels, segmenter, size=parse_size(size, default=None), batch_size=batch_size,
+    result = score_generated(images, labels, segmenter, size=parse_size(size), batch_size=batch_size,
                              device=resolve_device(settings.device))
     if as_json:
         stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
@@ -78,12 +78,12 @@ def train_and_test(
     """
     from ..device import resolve_device
     from ..evaluation import scores_table, split_specs, train_and_test as run
-    from ..metrics.fid import parse_size
+    from ..utils.sizes import parse_size
     from ..models import get_model_entry
 
     get_model_entry(model, kind="segmenter")  # an unknown name fails here, listing the valid ones
     result = run(
-        split_specs(train), test, model, out, preset=preset, steps=steps, size=parse_size(size, default=None),
+        split_specs(train), test, model, out, preset=preset, steps=steps, size=parse_size(size),
         batch_size=batch_size, seed=seed, lr=lr, workers=workers, backbone_weights=backbone_weights,
         label_space=label_space, overwrite=overwrite, device=resolve_device(settings.device),
     )

@@ -10,18 +10,7 @@ from rich.table import Table
 
 from ..console import info, stdout, warn
 from ..errors import S2RError
-
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().replace("x", ",").split(","))
-    except ValueError:
-        raise S2RError(f"cannot read size {text!r}", hint="give H,W, e.g. 256,512") from None
-    if h < 1 or w < 1:
-        raise S2RError(f"size must be positive, got {text!r}")
-    return h, w
+from ..utils.sizes import parse_size
 
 
 def spfeat(
@@ -49,7 +38,7 @@ def spfeat(
     refuse_overwrite(out, overwrite, "SP-Feat file")
     dataset = open_dataset(spec, space)
     summary = compute_spfeat_file(dataset, out, level_tuple, workers, segmenter, space=space, spec=spec,
-                                  overwrite=overwrite, segmenter_size=_parse_size(segmenter_size))
+                                  overwrite=overwrite, segmenter_size=parse_size(segmenter_size))
     if as_json:
         stdout.print_json(json.dumps(summary))
         return

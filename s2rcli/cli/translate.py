@@ -29,11 +29,11 @@ def translate(
     from ..console import settings
     from ..device import resolve_device
     from ..inference import translate_dataset
-    from ..training.config import parse_size
+    from ..utils.sizes import parse_size
 
     translate_dataset(
         checkpoint, input, output, direction=direction, batch_size=batch_size,
-        size=tuple(parse_size(size)) if size else None, tile=tile, samples=samples, seed=seed,
+        size=parse_size(size), tile=tile, samples=samples, seed=seed,
         use_ema=not no_ema, overwrite=overwrite, skip_existing=skip_existing, device=resolve_device(settings.device),
     )
 

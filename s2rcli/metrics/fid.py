@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import S2RError
+from ..utils import sizes
 from ..utils.atomic import atomic_path
 
 DEFAULT_SIZE = (256, 512)
@@ -236,16 +237,8 @@ def open_images(spec: str):
 
 
 def parse_size(text: str | Sequence[int] | None, default: tuple[int, int] | None = DEFAULT_SIZE) -> tuple[int, int] | None:
-    """``"256x512"`` (H x W) -> ``(256, 512)``."""
-    if text is None or text == "":
-        return default
-    if not isinstance(text, str):
-        h, w = text
-        return int(h), int(w)
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise S2RError(f"bad size {text!r}", hint="use HxW, e.g. 256x512")
-    return int(m.group(1)), int(m.group(2))
+    """``"256x512"`` (H x W) -> ``(256, 512)``; the FID default size when none is given."""
+    return sizes.parse_size(text, default)
 
 
 def load_resized(dataset, index: int, size: tuple[int, int]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import S2RError
+from ..utils import sizes
 from ..models import get_model_entry
 
 SECTIONS = ("model", "preset", "model_kwargs", "seed", "label_space", "data", "train")
@@ -62,18 +63,8 @@ def parse_value(text: str) -> Any:
 
 
 def parse_size(text: str | Iterable[int]) -> list[int]:
-    """``"256x512"`` (or ``[256, 512]``) -> ``[256, 512]``."""
-    if not isinstance(text, str):
-        values = [int(v) for v in text]
-    else:
-        parts = text.lower().replace(",", "x").split("x")
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            values = []
-    if len(values) != 2 or min(values) <= 0:
-        raise S2RError(f"bad size {text!r}", hint="write it as HxW, e.g. 256x512")
-    return values
+    """``"256x512"`` (or ``[256, 512]``) -> ``[256, 512]``: a list, as JSON configs store it."""
+    return list(sizes.parse_size(text))
 
 
 def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
