@@ -8,7 +8,9 @@ random initialisation and a warning says results are not comparable to papers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +108,48 @@ def load_state_dict(name: str, choice: str | os.PathLike | None = None) -> dict 
     path = resolve_weights(name, choice)
     if path is None:
         return None
+    return safe_load_weights(name, path)
+
+
+def safe_load_weights(name: str, path: str | os.PathLike) -> dict:
+    """Load a weight file with ``weights_only=True``: tensors and plain containers only.
+
+    A file whose pickle would build other objects (and so could run code) is
+    refused with a one-line error naming the file; it is never executed.
+    """
+    path = Path(path)
+    url = WEIGHTS[name].url if name in WEIGHTS else None
+    again = f"re-download {url}" if url else "use the original weight file"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
         raise S2RError(
-            f"cannot read {name} weights from {path}: {type(exc).__name__}",
-            hint=f"re-download {WEIGHTS[name].url}",
+            f"{path} is not a plain {name} weight file: it holds objects other than tensors, "
+            "and s2r does not run code from weight files",
+            hint=again,
         ) from exc
+    except Exception as exc:
+        raise S2RError(f"cannot read {name} weights from {path} ({type(exc).__name__})", hint=again) from exc
+    if not isinstance(state, dict):
+        raise S2RError(f"{path} holds a {type(state).__name__}, not a {name} state dict", hint=again)
+    return state
+
+
+@contextlib.contextmanager
+def weights_only_loads():
+    """Within the block, every ``torch.load`` is forced to ``weights_only=True``.
+
+    Third-party loaders that pass ``weights_only=False`` themselves (torch-fidelity
+    0.4 does, for Inception weights from a path or the hub cache) then cannot
+    run code from a planted file either.
+    """
+    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous

@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import re
 import sys
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import S2RError
+from ..pretrained import resolve_weights, safe_load_weights, weights_only_loads
 from ..utils import sizes
 from ..utils.atomic import atomic_path
 
@@ -157,9 +159,16 @@ class Extractor:
         _register_builtin_extractors()
         kwargs: dict[str, Any] = dict(self.kwargs)
         if self.weights_path is not None:
+            # torch-fidelity loads the file with weights_only=False: check it safely first
+            # (a clear error), and force every load inside its constructor to be weights-only.
+            safe_load_weights("inception-fid" if self.name == INCEPTION else self.name, self.weights_path)
             kwargs["feature_extractor_weights_path"] = self.weights_path
-        with contextlib.redirect_stdout(sys.stderr):  # torch-fidelity prints progress notes to stdout
-            net = create_feature_extractor(self.name, [self.layer], cuda=False, verbose=False, **kwargs)
+        with contextlib.redirect_stdout(sys.stderr), weights_only_loads():  # it prints notes to stdout
+            try:
+                net = create_feature_extractor(self.name, [self.layer], cuda=False, verbose=False, **kwargs)
+            except pickle.UnpicklingError as exc:
+                raise S2RError(f"the {self.name} weights hold objects other than tensors; s2r does not run code "
+                               "from weight files", hint="use the original weight file") from exc
         return net.to(device)
 
 
@@ -171,8 +180,6 @@ def _file_id(path: Path) -> str:
 def inception_extractor(weights: str | os.PathLike | None = None) -> Extractor:
     """torch-fidelity's Inception-v3 with weights from ``--inception-weights PATH``,
     the local cache, or a download (a clear one-line error offline)."""
-    from ..pretrained import resolve_weights
-
     path = resolve_weights("inception-fid", weights)
     if path is None:  # cannot happen for an explicit path; guards "random" reaching here
         raise S2RError("Inception FID needs real weights", hint="use --inception-weights random for random features")
