@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def _build(preset: str, device, channels_last: bool):
     import torch
 
-    from s2rcli.models import create_model
+    from s2rcli.models import build_task, create_model
     from s2rcli.training.config import preset_defaults
-    from s2rcli.training.distributed import DistInfo
+    from s2rcli.device import DistInfo
     from toy_task import MemoryDataset
 
     cfg = preset_defaults("unit", preset)
@@ -48,7 +48,7 @@ def _build(preset: str, device, channels_last: bool):
     data = {"synthetic": MemoryDataset(4, (h, w), seed=1), "real": MemoryDataset(4, (h, w), seed=2)}
     torch.manual_seed(0)
     model = create_model("unit", **cfg["model_kwargs"])
-    task = model.make_task(cfg, data, DistInfo(), device)
+    task = build_task(model, cfg, data, DistInfo(), device)
     if channels_last:
         for net in task.nets.values():
             net.to(memory_format=torch.channels_last)

@@ -1,8 +1,10 @@
-"""Turn the user's ``--device`` choice into a ``torch.device``."""
+"""Where a run computes: the user's ``--device`` choice as a ``torch.device``, and this
+process's place in a data-parallel group (:class:`DistInfo`)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -27,3 +29,20 @@ def resolve_device(choice: str = "auto") -> torch.device:
             )
         return torch.device(choice)
     raise S2RError(f"unknown device {choice!r}", hint="use auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's rank in a ``torchrun`` group (the defaults: a single process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1

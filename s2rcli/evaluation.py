@@ -13,7 +13,6 @@ argmax, so every labelled pixel counts once, at full resolution.
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 from pathlib import Path
@@ -21,11 +20,21 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+from rich.table import Table
 from torch.nn import functional as F
 
-from .console import info, warn
+from .checkpoint import load_checkpoint
+from .console import settings, track, warn
+from .data.datasets import open_dataset
+from .data.labels import get_label_space
+from .data.torchdata import image_to_tensor, resize_image
+from .device import resolve_device
 from .errors import S2RError
+from .metrics.fid import open_image_set
 from .metrics.segmentation import ConfusionMatrix, default_subsets
+from .models import get_model_entry, model_from_checkpoint
+from .training.runner import train_run
+from .utils.atomic import atomic_write_json
 
 SAMPLE_SUFFIX = re.compile(r"^(?P<base>.+)_s\d+$")
 """Label-to-image outputs may hold several samples per label map: ``name_s00``, ``name_s01``, ..."""
@@ -36,10 +45,6 @@ SAMPLE_SUFFIX = re.compile(r"^(?P<base>.+)_s\d+$")
 
 def load_segmenter(path: str | Path, device: torch.device | str = "cpu"):
     """``(model, checkpoint, label_space)`` for a segmenter checkpoint; refuses other models."""
-    from .data.labels import get_label_space
-    from .models import get_model_entry
-    from .training.checkpoint import load_checkpoint, model_from_checkpoint
-
     ckpt = load_checkpoint(path)
     entry = get_model_entry(str(ckpt.get("model")))
     if entry.kind != "segmenter":
@@ -63,12 +68,50 @@ def checkpoint_size(ckpt: dict[str, Any]) -> tuple[int, int] | None:
     return (int(size[0]), int(size[1])) if size else None
 
 
+class SegmenterLabels:
+    """A segmenter's argmax predictions standing in for the labels of ``dataset``
+    (SP-Feat of real images without annotation): ``read_label(i)``, ``names`` and
+    the ``source`` string that SP-Feat files record."""
+
+    def __init__(self, dataset, checkpoint: str | Path, size: tuple[int, int] | None = None,
+                 device: torch.device | str | None = None):
+        space = dataset.space
+        ckpt = load_checkpoint(checkpoint, map_location="cpu")
+        model, _ = model_from_checkpoint(ckpt)
+        model_classes = int(getattr(model, "num_classes", -1))
+        if model_classes != space.num_classes:
+            raise S2RError(
+                f"segmenter {checkpoint} predicts {model_classes} classes, but the label space "
+                f"{space.name!r} has {space.num_classes}",
+                hint="pass --space matching the segmenter, or a segmenter trained in this label space",
+            )
+        ckpt_space = ckpt.get("label_space")
+        if ckpt_space and ckpt_space != space.name:
+            raise S2RError(f"segmenter {checkpoint} was trained in label space {ckpt_space!r}, not {space.name!r}",
+                           hint=f"pass --space {ckpt_space}")
+        self.dataset, self.size = dataset, size
+        self.device = torch.device(device) if device is not None else resolve_device(settings.device)
+        self.model = model.to(self.device).eval()
+        self.source = f"segmenter:{Path(checkpoint).resolve()}"
+
+    @property
+    def names(self):
+        return self.dataset.names
+
+    def read_label(self, i: int) -> np.ndarray:
+        image = self.dataset.read_image(i)
+        if self.size is not None and tuple(image.shape[:2]) != tuple(self.size):
+            image = resize_image(np.ascontiguousarray(image[..., :3]), self.size)
+        x = image_to_tensor(np.ascontiguousarray(image[..., :3]))
+        with torch.inference_mode():
+            logits = self.model(x.unsqueeze(0).to(self.device))
+        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+
 # --- evaluation -----------------------------------------------------------------------------
 
 
 def _prepare(image: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
-    from .data.torchdata import image_to_tensor, resize_image
-
     if size is not None:
         image = resize_image(np.ascontiguousarray(image[..., :3]), size)
     return image_to_tensor(np.ascontiguousarray(image[..., :3]))
@@ -90,8 +133,6 @@ def evaluate_pairs(
     Images are resized to ``size`` (``None``: their own size, one at a time);
     logits are brought to each label's resolution before the argmax.
     """
-    from .training.progress import track
-
     device = torch.device(device)
     cm = ConfusionMatrix(num_classes)
     step = max(1, int(batch_size)) if size is not None else 1
@@ -166,9 +207,6 @@ def score_generated(
         segmenter: a segmenter checkpoint.
         size: working size ``(H, W)``; default the segmenter's training size.
     """
-    from .data.datasets import open_dataset
-    from .metrics.fid import open_image_set
-
     generated = open_image_set(images)
     model, ckpt, space = load_segmenter(segmenter, device)
     label_set = open_dataset(labels, space.name)
@@ -214,54 +252,6 @@ def split_specs(values: Sequence[str] | str) -> list[str]:
     return [s for s in specs if s]
 
 
-def resolve_train_config(
-    model: str,
-    train_specs: Sequence[str],
-    test_spec: str,
-    *,
-    preset: str = "tiny",
-    steps: int | None = None,
-    size: tuple[int, int] | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
-    lr: float | None = None,
-    workers: int | None = None,
-    backbone_weights: str | None = None,
-    label_space: str = "cityscapes19",
-) -> dict[str, Any]:
-    """The resolved config written to ``RUN/config.json``: preset defaults < explicit options."""
-    from .data.labels import get_label_space
-    from .models import get_model_entry
-
-    entry = get_model_entry(model, kind="segmenter")
-    train = copy.deepcopy(entry.preset(preset).get("train", {}))
-    for key, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr), ("workers", workers),
-                       ("backbone_weights", backbone_weights)):
-        if value is not None:
-            train[key] = value
-    space = get_label_space(label_space)
-    preset_size = train.pop("size", [64, 128])  # the size lives in cfg["data"]
-    work_size = [int(v) for v in (size or preset_size)]
-    if int(train.get("steps", 0)) < 1:
-        raise S2RError("--steps must be at least 1")
-    return {
-        "model": entry.name,
-        "preset": preset,
-        "model_kwargs": entry.model_kwargs(preset, num_classes=space.num_classes),
-        "seed": int(seed),
-        "label_space": space.name,
-        "data": {"train": list(train_specs), "test": test_spec, "size": work_size},
-        "train": train,
-    }
-
-
-def _refuse_existing_run(out: Path, overwrite: bool) -> None:
-    taken = [p for p in ("config.json", "checkpoints", "results.json") if (out / p).exists()]
-    if taken and not overwrite:
-        raise S2RError(f"run folder {out} already holds a run ({', '.join(taken)})",
-                       hint="choose another --out, or pass --overwrite to replace it")
-
-
 def train_and_test(
     train_specs: Sequence[str],
     test_spec: str,
@@ -277,71 +267,54 @@ def train_and_test(
     workers: int | None = None,
     backbone_weights: str | None = None,
     label_space: str = "cityscapes19",
+    config_file: str | None = None,
+    sets: Sequence[str] = (),
+    resume: bool = False,
     overwrite: bool = False,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Train segmenter ``model`` on the union of ``train_specs``, then test it on ``test_spec``.
+    """Train segmenter ``model`` on the union of ``train_specs`` with the training engine
+    (:func:`s2rcli.training.runner.train_run`), then test it on ``test_spec``.
 
-    Writes ``out/config.json`` (before step 0), ``out/checkpoints/latest.pt``,
-    ``out/metrics.jsonl`` and ``out/results.json``; returns the results dict
-    (its ``scores`` hold mIoU, accuracies and per-class IoU).
+    The run folder is an ordinary run: ``config.json`` (before step 0),
+    ``checkpoints/latest.pt``, ``metrics.jsonl``, ``losses.png``, and here also
+    ``results.json``. ``resume`` continues a stopped run exactly; ``config_file``
+    and ``sets`` work as for ``s2r train``. Returns the results dict (its
+    ``scores`` hold mIoU, accuracies and per-class IoU).
     """
-    from .data.datasets import open_dataset
-    from .models import create_model
-    from .training.distributed import DistInfo
-    from .training.loop import seed_everything, train
-    from .training.observers import CheckpointObserver
-    from .training.progress import ProgressObserver
-    from .training.stats import MetricsObserver, write_config
-    from .utils.atomic import atomic_write_json
-
+    get_model_entry(model, kind="segmenter")  # one line naming the valid segmenters
     out = Path(out)
-    device = torch.device(device)
     specs = split_specs(train_specs)
     if not specs:
         raise S2RError("no training set given", hint="pass --train SPEC[,SPEC...]")
-    cfg = resolve_train_config(model, specs, test_spec, preset=preset, steps=steps, size=size, batch_size=batch_size,
-                               seed=seed, lr=lr, workers=workers, backbone_weights=backbone_weights,
-                               label_space=label_space)
-    _refuse_existing_run(out, overwrite)
-    train_sets = [open_dataset(spec, cfg["label_space"]) for spec in specs]
-    for spec, ds in zip(specs, train_sets):
-        if not ds.has_labels:
-            raise S2RError(f"training set {spec} has no labels", hint="segmenters train on images with label maps")
-    test_set = open_dataset(test_spec, cfg["label_space"])
+    test_set = open_dataset(test_spec, label_space)
     if not test_set.has_labels:
         raise S2RError(f"test set {test_spec} has no labels", hint="pass a labelled split, e.g. demo:DIR?split=real_val")
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg, overwrite=True)
-    seed_everything(cfg["seed"])  # the network's initialisation depends on the seed alone
-    net = create_model(cfg["model"], **cfg["model_kwargs"])
-    task = net.make_task(cfg, {"train": train_sets}, DistInfo(), device)
-    tcfg = cfg["train"]
-    checkpoints = CheckpointObserver(out, every=int(tcfg.get("checkpoint_every", 1000)))
-    observers = [ProgressObserver(), MetricsObserver(out, every=int(tcfg.get("log_every", 10))), checkpoints]
-    info(f"training {cfg['model']} ({cfg['preset']}) on {sum(len(d) for d in train_sets)} images "
-         f"from {len(specs)} set(s) for {tcfg['steps']} steps at {cfg['data']['size'][0]}x{cfg['data']['size'][1]}")
+    options = {
+        "data.train": specs, "data.size": list(size) if size else None, "seed": seed, "label_space": label_space,
+        "train.steps": steps, "train.batch_size": batch_size, "train.lr": lr, "train.workers": workers,
+        "train.backbone_weights": backbone_weights,
+    }
     t0 = time.perf_counter()
-    state = train(task, steps=int(tcfg["steps"]), device=device, config=cfg, run_dir=out, seed=cfg["seed"],
-                  accumulate=int(tcfg.get("accumulate", 1)), amp=tcfg.get("amp"), observers=observers)
+    state = train_run(model, out, preset=preset, config_file=config_file, sets=sets, options=options, resume=resume,
+                      overwrite=overwrite, device=torch.device(device))
     train_seconds = time.perf_counter() - t0
+    checkpoint = out / "checkpoints" / "latest.pt"
     if state.status != "completed":
         raise S2RError(f"training stopped at step {state.step} ({state.status}); nothing was tested",
-                       hint=f"the checkpoint is {checkpoints.latest}")
-
+                       hint=f"continue it with --resume (the checkpoint is {checkpoint})")
+    cfg = state.config
+    net = state.task.nets["S"]
     size_hw = (int(cfg["data"]["size"][0]), int(cfg["data"]["size"][1]))
     cm = evaluate_dataset(net, test_set, num_classes=net.num_classes, size=size_hw,
-                          batch_size=max(1, int(tcfg["batch_size"])), device=device)
+                          batch_size=max(1, int(cfg["train"]["batch_size"])), device=device)
     space_name = cfg["label_space"]
-    from .data.labels import get_label_space
-
     scores = cm.scores(get_label_space(space_name).class_names, default_subsets(space_name))
     results = {
         "model": cfg["model"],
         "preset": cfg["preset"],
         "train": specs,
-        "train_images": sum(len(d) for d in train_sets),
+        "train_images": len(state.task.data),
         "test": test_spec,
         "test_images": len(test_set),
         "steps": state.step,
@@ -349,10 +322,10 @@ def train_and_test(
         "size": cfg["data"]["size"],
         "label_space": space_name,
         "train_seconds": round(train_seconds, 2),
-        "checkpoint": str(checkpoints.latest),
+        "checkpoint": str(checkpoint),
         "scores": scores.to_dict(),
     }
-    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results, overwrite=True)
     return results
 
 
@@ -365,8 +338,6 @@ def _pct(value: float | None) -> str:
 
 def scores_table(scores: dict[str, Any], title: str):
     """A rich table: the summary metrics, then per-class IoU (%), paper 001 Tables 1-3 style."""
-    from rich.table import Table
-
     table = Table(title=title)
     table.add_column("class / metric")
     table.add_column("IoU %", justify="right")

@@ -23,11 +23,19 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from . import __version__
-from .console import info
+from .checkpoint import load_checkpoint
+from .console import info, track
+from .data import io
+from .data.datasets import open_dataset
+from .data.io import write_png
+from .data.torchdata import image_to_tensor, resize_image, resize_label, tensor_to_image
 from .errors import S2RError
+from .models import get_model_entry, model_from_checkpoint
+from .utils.atomic import atomic_write_json
 
 DEFAULT_TILE = 1024
 DIRECTIONS = ("a2b", "b2a")  # domain a = synthetic, b = real
@@ -124,8 +132,6 @@ class Inputs:
 
 
 def _looks_like_label_file(path: Path) -> bool:
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode not in ("L", "P", "I;16", "I"):
             return False
@@ -135,8 +141,6 @@ def _looks_like_label_file(path: Path) -> bool:
 
 def open_inputs(spec: str, space: str | None, input_kind: str) -> Inputs:
     """Open ``--input`` for a model of ``input_kind``; refuse the wrong kind of data in one line."""
-    from .data.datasets import open_dataset
-
     ds = open_dataset(spec, space=space or "cityscapes19")
     first_image = ds.samples[0].image if ds.samples else None
     label_like = first_image is not None and not ds.has_labels and _looks_like_label_file(Path(first_image))
@@ -149,8 +153,6 @@ def open_inputs(spec: str, space: str | None, input_kind: str) -> Inputs:
     if ds.has_labels:
         return Inputs(ds.names, None, ds.read_label, ds.space.name, spec)
     if label_like:
-        from .data import io
-
         paths = [Path(s.image) for s in ds.samples]
         return Inputs(ds.names, None, lambda i: io.read_index_label(paths[i]).astype(np.uint8), space, spec)
     raise S2RError(f"{spec} has images but no label maps, and this checkpoint generates images from labels",
@@ -200,13 +202,6 @@ def translate_dataset(
 
     Returns the manifest, also written to ``OUTPUT/manifest.json``.
     """
-    from .data.torchdata import image_to_tensor, resize_image, resize_label, tensor_to_image
-    from .data.io import write_png
-    from .models import get_model_entry
-    from .training.checkpoint import load_checkpoint, model_from_checkpoint
-    from .training.progress import track
-    from .utils.atomic import atomic_write_json
-
     if overwrite and skip_existing:
         raise S2RError("--overwrite and --skip-existing contradict each other", hint="pick one")
     if batch_size < 1 or samples < 1 or tile < 0:

@@ -54,7 +54,7 @@ def test_unit_normalize_and_distance_values():
 
 @pytest.fixture(scope="module")
 def vgg():
-    from s2rcli.models.sis import frozen_vgg
+    from s2rcli.models.sis.task import frozen_vgg
 
     return frozen_vgg("vgg16", ("relu1_2", "relu2_2"), "random", "cpu")  # shared with test_sis (built once)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from s2rcli.errors import S2RError
-from s2rcli.training import checkpoint as ck
+from s2rcli import checkpoint as ck
 
 
 def _ckpt(step=3, **kw):
@@ -109,7 +109,7 @@ def test_atomic_write_survives_crash(tmp_path):
     before = target.read_bytes()
     script = textwrap.dedent(f"""
         import os, torch
-        from s2rcli.training import checkpoint as ck
+        from s2rcli import checkpoint as ck
         from s2rcli.utils import atomic
         def crash(src, dst):
             os._exit(9)          # the process dies right before the rename

@@ -4,7 +4,7 @@ import torch
 from typer.testing import CliRunner
 
 from s2rcli.cli.app import app
-from s2rcli.training import checkpoint as ck
+from s2rcli import checkpoint as ck
 
 runner = CliRunner()
 

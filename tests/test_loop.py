@@ -4,7 +4,7 @@ import signal
 import pytest
 import torch
 
-from s2rcli.training.checkpoint import load_checkpoint
+from s2rcli.checkpoint import load_checkpoint
 from s2rcli.training.loop import Observer, train
 from s2rcli.training.observers import CheckpointObserver
 from s2rcli.training.stats import MetricsLog, MetricsObserver

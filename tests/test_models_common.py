@@ -8,9 +8,10 @@ then ``task.loss`` for each phase), so the loss objects are covered too.
 import pytest
 import torch
 
+from s2rcli.models import build_task
 from s2rcli.models import create_model, get_model_entry, list_models
 from s2rcli.training.config import preset_defaults
-from s2rcli.training.distributed import DistInfo
+from s2rcli.device import DistInfo
 
 from toy_task import MemoryDataset, one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -42,7 +43,7 @@ def test_translation_model_trains_one_step_of_each_phase(name):
     data = {"synthetic": MemoryDataset(2, (h + 8, w + 8), seed=1, space=space),
             "real": MemoryDataset(2, (h + 8, w + 8), seed=2, space=space)}
     model = create_model(name, **cfg["model_kwargs"])
-    task = model.make_task(cfg, data, DistInfo(), CPU)
+    task = build_task(model, cfg, data, DistInfo(), CPU)
     assert [p.name for p in task.phases], "a task needs at least one phase"
     batch = next(iter(task.data))
     for phase in task.phases:

@@ -14,7 +14,7 @@ from s2rcli.data.labels import colorize, get_label_space
 from s2rcli.evaluation import match_generated, split_specs
 from s2rcli.models.registry import register_model, unregister_model
 from s2rcli.models.segmenters import Segmenter
-from s2rcli.training import checkpoint as ck
+from s2rcli import checkpoint as ck
 
 runner = CliRunner()
 SPACE = get_label_space("cityscapes19")
@@ -33,10 +33,22 @@ class ColourSegmenter(Segmenter):
         return -100.0 * distance
 
 
+class IdentityTranslator(torch.nn.Identity):
+    """A translation model that changes nothing."""
+
+    stride = 1
+
+    def translate(self, x, direction="a2b"):
+        return x
+
+    def load_s2r_state_dicts(self, state_dicts, prefer_ema=True):
+        pass
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fake_models():
-    register_model("test-colour-seg", kind="segmenter", input_kind="image")(lambda **kw: ColourSegmenter(**kw))
-    register_model("test-fake-translator", kind="translation", input_kind="image")(lambda **kw: torch.nn.Identity())
+    register_model("test-colour-seg", kind="segmenter", input_kind="image")(ColourSegmenter)
+    register_model("test-fake-translator", kind="translation", input_kind="image")(IdentityTranslator)
     yield
     unregister_model("test-colour-seg")
     unregister_model("test-fake-translator")

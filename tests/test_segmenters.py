@@ -6,10 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
+from s2rcli.models import build_task
 from s2rcli.errors import S2RError
 from s2rcli.losses.segmentation import cross_entropy, symmetric_cross_entropy
 from s2rcli.models import create_model, get_model_entry, list_models
-from s2rcli.training import checkpoint as ck
+from s2rcli import checkpoint as ck
+from s2rcli.models import model_from_checkpoint
 
 SEGMENTERS = ["fastseg", "deeplabv3", "fcn"]
 
@@ -45,7 +47,7 @@ def test_fastseg_checkpoint_round_trip(tmp_path):
     ckpt = ck.make_checkpoint(model="fastseg", model_kwargs=kwargs, label_space="cityscapes19",
                               state_dicts={"S": net.state_dict()})
     ck.save_checkpoint(ckpt, tmp_path / "seg.pt")
-    again, loaded = ck.model_from_checkpoint(tmp_path / "seg.pt")
+    again, loaded = model_from_checkpoint(tmp_path / "seg.pt")
     x = torch.rand(1, 3, 24, 40) * 2 - 1
     torch.testing.assert_close(again(x), net(x))
     assert loaded["label_space"] == "cityscapes19"
@@ -86,7 +88,7 @@ def _write_folder(root, n=6, size=(16, 24), seed=0):
 
 def _source(spec, **kw):
     from s2rcli.data.datasets import open_dataset
-    from s2rcli.models.segmenters import SegmentationData
+    from s2rcli.data.seg_source import SegmentationData
 
     args = dict(size=(16, 24), batch_size=4, seed=3, crop_scale=(0.5, 1.0))
     args.update(kw)
@@ -130,7 +132,7 @@ def test_data_source_is_deterministic_and_resumable(tmp_path):
 
 def test_data_source_refuses_unlabelled(tmp_path):
     from s2rcli.data.datasets import open_dataset
-    from s2rcli.models.segmenters import SegmentationData
+    from s2rcli.data.seg_source import SegmentationData
 
     (tmp_path / "u").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "u" / "a.png")
@@ -139,7 +141,7 @@ def test_data_source_refuses_unlabelled(tmp_path):
 
 
 def test_task_learns_a_tiny_problem(tmp_path):
-    from s2rcli.training.distributed import DistInfo
+    from s2rcli.device import DistInfo
     from s2rcli.training.loop import train
 
     spec = _write_folder(tmp_path / "d", n=4)
@@ -151,7 +153,7 @@ def test_task_learns_a_tiny_problem(tmp_path):
            "seed": 0, "label_space": "cityscapes19", "data": {"size": [16, 24]},
            "train": {**get_model_entry("fastseg").preset("tiny")["train"], "steps": 40, "batch_size": 4,
                      "lr": 1e-2, "crop_scale": [1.0, 1.0]}}
-    task = net.make_task(cfg, {"train": open_dataset(spec)}, DistInfo(), torch.device("cpu"))
+    task = build_task(net, cfg, {"train": open_dataset(spec)}, DistInfo(), torch.device("cpu"))
     assert [p.name for p in task.phases] == ["S"] and task.model_kwargs["num_classes"] == 4
     losses = []
 

@@ -5,12 +5,14 @@ import pytest
 import torch
 from torch import nn
 
+from s2rcli.models import build_task
 from s2rcli.errors import S2RError
 from s2rcli.losses.gan import r1_penalty
 from s2rcli.models import create_model, get_model_entry, list_models
-from s2rcli.models.sis import SIS, WaveletDiscriminator, encode_labels
-from s2rcli.training.checkpoint import load_checkpoint, model_from_checkpoint
-from s2rcli.training.distributed import DistInfo
+from s2rcli.models.sis.network import SIS, WaveletDiscriminator, encode_labels
+from s2rcli.checkpoint import load_checkpoint
+from s2rcli.models import model_from_checkpoint
+from s2rcli.device import DistInfo
 from s2rcli.training.loop import Observer, train
 from s2rcli.training.observers import CheckpointObserver
 
@@ -64,7 +66,7 @@ def make_task(seed=0, init_seed=0, **train):
     torch.manual_seed(init_seed)
     model = create_model("sis", preset="tiny", **FAST_MODEL)
     data = {"synthetic": FakeDataset(6, 0), "real": FakeDataset(5, 1, labels=False)}
-    return model.make_task(cfg, data, DistInfo(), CPU), cfg
+    return build_task(model, cfg, data, DistInfo(), CPU), cfg
 
 
 class Recorder(Observer):
@@ -210,7 +212,7 @@ def test_bad_options_are_user_errors():
     cfg["data"]["size"] = [36, 64]
     model = create_model("sis", preset="tiny", **FAST_MODEL)
     with pytest.raises(S2RError, match="multiples of 8"):
-        model.make_task(cfg, {"synthetic": FakeDataset(2, 0), "real": FakeDataset(2, 1, False)}, DistInfo(), CPU)
+        build_task(model, cfg, {"synthetic": FakeDataset(2, 0), "real": FakeDataset(2, 1, False)}, DistInfo(), CPU)
 
 
 def test_alignment_only_training_lowers_the_alignment_term():
@@ -278,7 +280,7 @@ def test_label_space_of_the_run_decides_the_classes():
     cfg = make_cfg()
     cfg["label_space"] = "cityscapes34"
     model = create_model("sis", preset="tiny", **FAST_MODEL)
-    task = model.make_task(cfg, {"synthetic": FakeDataset(2, 0), "real": FakeDataset(2, 1, False)}, DistInfo(), CPU)
+    task = build_task(model, cfg, {"synthetic": FakeDataset(2, 0), "real": FakeDataset(2, 1, False)}, DistInfo(), CPU)
     assert task.model.num_classes == 34 and task.model_kwargs["label_space"] == "cityscapes34"
     assert task.label_space == "cityscapes34"
 

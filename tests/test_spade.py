@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from s2rcli.models.spade import SPADE, SPADEResBlock, haar_dwt, haar_idwt
+from s2rcli.models.blocks.spade import SPADE, SPADEResBlock, haar_dwt, haar_idwt
 
 from toy_task import one_torch_thread  # noqa: F401 (autouse: one intra-op thread)
 

@@ -13,6 +13,7 @@ from torch import nn
 from s2rcli.data.spfeat import (compute_spfeat_file, feature_dim, load_spfeat, parse_levels, partial_path,
                                 slice_bounds, spfeat, spfeat_with_counts)
 from s2rcli.errors import S2RError
+from s2rcli.evaluation import SegmenterLabels
 
 # --- hand-made label maps ------------------------------------------------------------------
 
@@ -274,7 +275,7 @@ class ThresholdSegmenter(nn.Module):
 @pytest.fixture
 def fake_segmenter(tmp_path):
     from s2rcli.models.registry import register_model, unregister_model
-    from s2rcli.training.checkpoint import make_checkpoint, save_checkpoint
+    from s2rcli.checkpoint import make_checkpoint, save_checkpoint
 
     register_model(FAKE_SEGMENTER, kind="segmenter", input_kind="image")(ThresholdSegmenter)
     try:
@@ -302,7 +303,8 @@ class FakeImages(FakeLabels):
 
 def test_segmenter_predictions_replace_labels(tmp_path, fake_segmenter):
     data = FakeImages(4, labels=False)
-    summary = compute_spfeat_file(data, tmp_path / "pred.npz", (1, 2), segmenter=fake_segmenter, progress=False)
+    labeller = SegmenterLabels(data, fake_segmenter, device="cpu")
+    summary = compute_spfeat_file(data, tmp_path / "pred.npz", (1, 2), labeller=labeller, progress=False)
     assert summary["source"].startswith("segmenter:")
     feats = load_spfeat(tmp_path / "pred.npz")
     for i in range(4):
@@ -313,13 +315,14 @@ def test_segmenter_predictions_replace_labels(tmp_path, fake_segmenter):
 
 
 def test_segmenter_with_other_classes_is_refused(tmp_path, fake_segmenter):
-    from s2rcli.training.checkpoint import make_checkpoint, save_checkpoint
+    from s2rcli.checkpoint import make_checkpoint, save_checkpoint
 
     model = ThresholdSegmenter(num_classes=5)
     path = save_checkpoint(make_checkpoint(model=FAKE_SEGMENTER, model_kwargs={"num_classes": 5},
                                            state_dicts={"model": model.state_dict()}), tmp_path / "seg5.pt")
     with pytest.raises(S2RError, match="predicts 5 classes"):
-        compute_spfeat_file(FakeImages(2, labels=False), tmp_path / "p.npz", segmenter=path, progress=False)
+        compute_spfeat_file(FakeImages(2, labels=False), tmp_path / "p.npz",
+                            labeller=SegmenterLabels(FakeImages(2, labels=False), path), progress=False)
     assert not Path(tmp_path / "p.npz").exists()
 
 
@@ -385,7 +388,7 @@ def test_cli_spfeat_with_a_segmenter(tmp_path):
     from PIL import Image
 
     from s2rcli.models.registry import register_model, unregister_model
-    from s2rcli.training.checkpoint import make_checkpoint, save_checkpoint
+    from s2rcli.checkpoint import make_checkpoint, save_checkpoint
 
     (tmp_path / "photos").mkdir()
     for i in range(3):

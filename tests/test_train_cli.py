@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from s2rcli.cli.app import app
 from s2rcli.data.sampler import RandomPairSampler
 from s2rcli.errors import S2RError
-from s2rcli.training.checkpoint import load_checkpoint, model_from_checkpoint
+from s2rcli.checkpoint import load_checkpoint
+from s2rcli.models import model_from_checkpoint
 from s2rcli.training.config import parse_size, resolve_config
-from s2rcli.training.data import PairDataSource
+from s2rcli.data.pair_source import PairDataSource
 from s2rcli.training.runner import train_run
 
 from toy_task import MemoryDataset, write_folder_world, one_torch_thread  # noqa: F401 (autouse fixture)

@@ -14,7 +14,7 @@ from s2rcli.cli.app import app
 from s2rcli.data.torchdata import image_to_tensor, tensor_to_image
 from s2rcli.inference import pad_to_multiple, run_padded, run_tiled, translate_dataset
 from s2rcli.models import create_model, registry
-from s2rcli.training.checkpoint import make_checkpoint, save_checkpoint
+from s2rcli.checkpoint import make_checkpoint, save_checkpoint
 
 from toy_task import write_folder_world, one_torch_thread  # noqa: F401 (autouse fixture)
 

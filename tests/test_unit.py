@@ -3,12 +3,13 @@
 import pytest
 import torch
 
+from s2rcli.models import build_task
 from s2rcli.errors import S2RError
 from s2rcli.models import create_model
-from s2rcli.models.layers import LayerNorm2d, MultiScaleDiscriminator
+from s2rcli.models.blocks.layers import LayerNorm2d, MultiScaleDiscriminator
 from s2rcli.models.unit import LOSS_WEIGHTS, UNITLoss
 from s2rcli.training.config import preset_defaults
-from s2rcli.training.distributed import DistInfo
+from s2rcli.device import DistInfo
 
 from toy_task import MemoryDataset, one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -104,12 +105,12 @@ def test_vgg_term_uses_the_weights_resolver():
     cfg["data"].update(synthetic="mem", real="mem", size=[32, 48])
     cfg["train"]["loss"]["vgg"] = 1.0
     cfg["train"]["vgg_weights"] = "random"
-    task = net.make_task(cfg, {"synthetic": MemoryDataset(2), "real": MemoryDataset(2, seed=1)}, DistInfo(), "cpu")
+    task = build_task(net, cfg, {"synthetic": MemoryDataset(2), "real": MemoryDataset(2, seed=1)}, DistInfo(), "cpu")
     terms = task.loss("G", next(iter(task.data)), 0)
     assert "vgg" in terms and torch.isfinite(terms["vgg"]) and terms["vgg"] > 0
     cfg["train"]["vgg_weights"] = "/no/such/vgg.pth"
     with pytest.raises(S2RError, match="--vgg-weights"):
-        create_model("unit", **SMALL).make_task(cfg, {"synthetic": MemoryDataset(2), "real": MemoryDataset(2)},
+        build_task(create_model("unit", **SMALL), cfg, {"synthetic": MemoryDataset(2), "real": MemoryDataset(2)},
                                                 DistInfo(), "cpu")
 
 
@@ -118,7 +119,7 @@ def test_make_task_wires_phases_optimisers_and_schedule():
     cfg["data"].update(synthetic="mem", real="mem", size=[32, 48])
     cfg["train"].update(lr=3e-4, lr_step=2, batch_size=2)
     net = create_model("unit", **SMALL)
-    task = net.make_task(cfg, {"synthetic": MemoryDataset(3), "real": MemoryDataset(5, seed=1)}, DistInfo(), "cpu")
+    task = build_task(net, cfg, {"synthetic": MemoryDataset(3), "real": MemoryDataset(5, seed=1)}, DistInfo(), "cpu")
     assert [(p.name, p.nets) for p in task.phases] == [("D", ("D",)), ("G", ("G",))]
     opt = task.optimizers["G"]
     assert opt.param_groups[0]["lr"] == 3e-4 and opt.param_groups[0]["betas"] == (0.5, 0.999)
@@ -135,7 +136,7 @@ def test_make_task_wires_phases_optimisers_and_schedule():
     assert grid.shape[1] == 4 * 32 + 5 * 2 and grid.shape[2] == 3 * 48 + 4 * 2  # rows: 2 per direction; 3 columns
     cfg["train"]["loss"]["style"] = 1.0
     with pytest.raises(S2RError, match="unknown UNIT loss terms"):
-        create_model("unit", **SMALL).make_task(cfg, {"synthetic": MemoryDataset(2), "real": MemoryDataset(2)},
+        build_task(create_model("unit", **SMALL), cfg, {"synthetic": MemoryDataset(2), "real": MemoryDataset(2)},
                                                 DistInfo(), "cpu")
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from s2rcli.training.task import DataSource, Phase, TrainTask
+from s2rcli.models.contract import DataSource, Phase, TrainTask
 
 
 class ToyData(DataSource):

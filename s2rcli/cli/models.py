@@ -25,7 +25,7 @@ def model_rows() -> list[dict]:
 
 def describe_checkpoint(path: str) -> dict:
     """The inference-relevant facts of a checkpoint (no weights)."""
-    from ..training.checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     return {k: ckpt.get(k) for k in ("model", "model_kwargs", "label_space", "step", "format_version", "s2r_version")} | {

@@ -24,7 +24,7 @@ def remap(
     OUT/labels/<name>.png holds ids in --space (255 = ignore), with names mirroring the dataset's; OUT/images/ links to the source images, so folder:OUT is a complete dataset. An interrupted run resumes: valid files already in OUT are kept. Pixels with raw values outside the dataset's table are reported per value at the end.
     """
     from ..data.remap import remap_dataset
-    from ..training.progress import track
+    from ..console import track
 
     if on_error not in (None, "fail", "skip"):
         raise S2RError(f"--on-error {on_error!r} is not one of fail, skip")
@@ -69,7 +69,7 @@ def demo(
     Synthetic images are flat game-like renderings of mostly built-up streets; real images are textured, noisy, colour-shifted "photos" of mostly green suburbs. Labels are cityscapes19 trainIds. Read them back with the specs demo:OUT?split=synthetic|real|real_val.
     """
     from ..data.demo import parse_size, write_demo_world
-    from ..training.progress import track
+    from ..console import track
 
     manifest = write_demo_world(out, n_synthetic=n_synthetic, n_real=n_real, n_real_val=n_real_val,
                                 size=parse_size(size), seed=seed, overwrite=overwrite,

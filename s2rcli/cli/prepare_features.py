@@ -9,7 +9,11 @@ import typer
 from rich.table import Table
 
 from ..console import info, stdout, warn
+from ..data.datasets import open_dataset
+from ..data.spfeat import compute_spfeat_file, parse_levels
 from ..errors import S2RError
+from ..evaluation import SegmenterLabels
+from ..utils.atomic import refuse_overwrite
 from ..utils.sizes import parse_size
 
 
@@ -30,15 +34,12 @@ def spfeat(
 
     A run that stops early leaves OUT.partial.npz; the same command continues from it.
     """
-    from ..data.datasets import open_dataset
-    from ..data.spfeat import compute_spfeat_file, parse_levels
-    from ..utils.atomic import refuse_overwrite
-
     level_tuple = parse_levels(levels)
     refuse_overwrite(out, overwrite, "SP-Feat file")
     dataset = open_dataset(spec, space)
-    summary = compute_spfeat_file(dataset, out, level_tuple, workers, segmenter, space=space, spec=spec,
-                                  overwrite=overwrite, segmenter_size=parse_size(segmenter_size))
+    labeller = SegmenterLabels(dataset, segmenter, parse_size(segmenter_size)) if segmenter is not None else None
+    summary = compute_spfeat_file(dataset, out, level_tuple, workers, labeller, space=space, spec=spec,
+                                  overwrite=overwrite)
     if as_json:
         stdout.print_json(json.dumps(summary))
         return

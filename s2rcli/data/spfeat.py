@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import io
+from ..console import make_progress
 from ..errors import S2RError
 
 DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 4)
@@ -318,62 +319,16 @@ def _label_chunk(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return indices, feats, counts
 
 
-class _SegmenterLabels:
-    """Labels predicted by a segmenter checkpoint: argmax of its logits, per image."""
-
-    def __init__(self, dataset, checkpoint: str | Path, num_classes: int, space: str, size: tuple[int, int] | None):
-        import torch
-
-        from ..console import settings
-        from ..device import resolve_device
-        from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-
-        self.torch = torch
-        self.dataset = dataset
-        self.size = size
-        self.device = resolve_device(settings.device)
-        ckpt = load_checkpoint(checkpoint, map_location="cpu")
-        model, _ = model_from_checkpoint(ckpt)
-        model_classes = int(getattr(model, "num_classes", -1))
-        if model_classes != num_classes:
-            raise S2RError(
-                f"segmenter {checkpoint} predicts {model_classes} classes, but the label space {space!r} has {num_classes}",
-                hint="pass --space matching the segmenter, or a segmenter trained in this label space",
-            )
-        ckpt_space = ckpt.get("label_space")
-        if ckpt_space and ckpt_space != space:
-            raise S2RError(f"segmenter {checkpoint} was trained in label space {ckpt_space!r}, not {space!r}",
-                           hint=f"pass --space {ckpt_space}")
-        self.model = model.to(self.device).eval()
-
-    def read_label(self, i: int) -> np.ndarray:
-        torch = self.torch
-        image = self.dataset.read_image(i)
-        if self.size is not None and tuple(image.shape[:2]) != tuple(self.size):
-            from PIL import Image
-
-            image = np.asarray(Image.fromarray(image).resize((self.size[1], self.size[0]), Image.BICUBIC))
-        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
-        with torch.inference_mode():
-            logits = self.model(x.unsqueeze(0).to(self.device))
-        return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-
-    @property
-    def names(self):
-        return self.dataset.names
-
-
 def compute_spfeat_file(
     dataset,
     out_path: str | Path,
     levels: Sequence[int] = DEFAULT_LEVELS,
     workers: int = 1,
-    segmenter: str | Path | None = None,
+    labeller: Any = None,
     *,
     space: str = "cityscapes19",
     spec: str | None = None,
     overwrite: bool = False,
-    segmenter_size: tuple[int, int] | None = None,
     chunk_size: int = 16,
     partial_every_s: float = 30.0,
     progress: bool = True,
@@ -388,12 +343,12 @@ def compute_spfeat_file(
         levels: pyramid levels.
         workers: processes reading labels in parallel (1 = in this process).
             Ignored with a segmenter, whose inference runs in this process.
-        segmenter: a segmenter checkpoint; its argmax predictions replace the
-            dataset's labels (for real images without annotation).
+        labeller: replaces the dataset's labels (for real images without
+            annotation): an object with ``read_label(i)`` and a ``source`` string
+            recorded in the file, such as :class:`s2rcli.evaluation.SegmenterLabels`.
         spec: recorded in the file (the previews of ``prepare pairs`` reopen it);
             defaults to the spec string, or ``KIND:ROOT?split=...``.
         overwrite: replace an existing ``out_path``.
-        segmenter_size: resize images to (H, W) before segmenting (None = native).
         chunk_size: images per work unit.
         partial_every_s: how often the partial result ``NAME.partial.npz`` is
             rewritten (atomically). A run that stops early continues from it;
@@ -419,10 +374,10 @@ def compute_spfeat_file(
     n = len(names)
     if n == 0:
         raise S2RError(f"no images found in {spec}", hint="check the dataset path and split")
-    if segmenter is None and not getattr(dataset, "has_labels", True):
+    if labeller is None and not getattr(dataset, "has_labels", True):
         raise S2RError(f"{spec} has no labels to compute SP-Feat from",
                        hint="pass --segmenter CKPT to use a segmenter's predictions instead")
-    source = "labels" if segmenter is None else f"segmenter:{Path(segmenter).resolve()}"
+    source = "labels" if labeller is None else str(labeller.source)
     dim = feature_dim(num_classes, levels)
 
     features = np.zeros((n, dim), np.float32)
@@ -447,21 +402,16 @@ def compute_spfeat_file(
     last_save = time.monotonic()
     dirty = False
     pool = None
-    from ..training.progress import make_progress
-
     bar = make_progress()
     if not progress:
         bar.disable = True
-    labeller = None
-    if segmenter is not None:  # load (and check) it before announcing any work
-        labeller = _SegmenterLabels(dataset, segmenter, num_classes, space_name, segmenter_size)
     if progress:
         from ..console import info
 
         info(f"SP-Feat of {n} images from {spec} at levels {list(levels)}"
-             + (f", labels predicted by {segmenter}" if segmenter is not None else ""))
+             + (f", labels from {labeller.source}" if labeller is not None else ""))
     try:
-        if segmenter is not None:
+        if labeller is not None:
             _init_worker(labeller, num_classes, levels, ignore)
             results = map(_label_chunk, chunks)
         elif workers == 1 or len(chunks) <= 1:

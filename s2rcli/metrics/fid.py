@@ -46,6 +46,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from ..console import track
 from ..errors import S2RError
 from ..pretrained import resolve_weights, safe_load_weights, weights_only_loads
 from ..utils import sizes
@@ -308,7 +309,6 @@ def compute_features(
     net: nn.Module | Callable[[], nn.Module] | None = None,
 ) -> np.ndarray:
     """``N x D`` float32 features of every image of ``dataset`` (cached when ``cache_dir`` is set)."""
-    from ..training.progress import track
 
     cache_path = None
     if cache_dir is not None:

@@ -1,27 +1,19 @@
-"""Model package. Every module in it registers its models when imported.
+"""Models: one registry, one contract, one folder per method.
 
-A new model is one new file in this folder: ``load_builtin_models`` imports every
-submodule, so its ``@register_model`` runs without editing a central list.
+Each method is a folder with ``network.py`` (the networks) and ``task.py`` (its
+losses, training step, presets and the ``@register_model`` call). The imports
+below register them; a new model is one new folder plus one line here.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from .registry import (build_task, count_parameters, create_model, get_model_entry, list_models, model_from_checkpoint,
+                       register_model, unregister_model)
 
-from .registry import count_parameters, create_model, get_model_entry, list_models, register_model
+# Registration: each import runs the folder's @register_model.
+from . import segmenters  # noqa: E402,F401  isort: skip
+from . import sis  # noqa: E402,F401  isort: skip
+from . import unit  # noqa: E402,F401  isort: skip
 
-__all__ = ["count_parameters", "create_model", "get_model_entry", "list_models", "register_model", "load_builtin_models"]
-
-_LOADED = False
-_SKIP = {"registry"}
-
-
-def load_builtin_models() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _SKIP and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+__all__ = ["build_task", "count_parameters", "create_model", "get_model_entry", "list_models", "model_from_checkpoint",
+           "register_model", "unregister_model"]

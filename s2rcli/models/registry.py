@@ -1,25 +1,35 @@
 """One registry for every network s2r builds: translation models and segmenters.
 
-A model file registers a small factory by name::
+A model's ``task.py`` registers a small factory by name::
 
     @register_model("unit", kind="translation", input_kind="image",
-                    presets={"tiny": {...}, "paper": {...}})
-    def unit(**kwargs) -> nn.Module: ...
+                    presets={"tiny": {...}, "paper": {...}}, task=make_unit_task)
+    def unit(**kwargs) -> UNIT: ...
 
-and everything else (the CLI's choices, ``s2r models``, checkpoints) reads the
-registry, so nothing drifts from the code.
+and everything else (the CLI's choices, ``s2r models``, ``s2r train``,
+checkpoints) reads the registry, so nothing drifts from the code. The factory's
+return class is checked against the contract of its kind
+(:mod:`s2rcli.models.contract`) when it registers.
 """
 
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from ..checkpoint import load_checkpoint
 from ..errors import S2RError
+from .contract import missing_methods
 
 KINDS = ("translation", "segmenter")
 INPUT_KINDS = ("image", "label")
+# The dataset roles a model trains on (keys of the config's "data" section), by kind.
+DEFAULT_DATA_ROLES = {"translation": ("synthetic", "real"), "segmenter": ("train",)}
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,19 @@ class ModelEntry:
     input_kind: str
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    task: Callable[..., Any] | None = None
+    data: tuple[str, ...] = ()
+    labelled: tuple[str, ...] = ()
+
+    @property
+    def trainable(self) -> bool:
+        return self.task is not None
+
+    def make_task(self, model: Any, cfg: dict[str, Any], data: dict[str, Any], dist: Any, device: Any) -> Any:
+        """The model's :class:`~s2rcli.models.contract.TrainTask` for a resolved run config."""
+        if self.task is None:
+            raise S2RError(f"model {self.name!r} cannot be trained by s2r", hint="it has no training task")
+        return self.task(model, cfg, data, dist, device)
 
     def preset(self, name: str) -> dict[str, Any]:
         """The preset's settings: ``{"model": kwargs, "train": hyper-parameters}``."""
@@ -56,10 +79,24 @@ def register_model(
     input_kind: str,
     presets: dict[str, dict[str, Any]] | None = None,
     description: str = "",
+    task: Callable[..., Any] | None = None,
+    data: tuple[str, ...] | None = None,
+    labelled: tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering a model factory under ``name``.
+    """Decorator registering a model factory (a class, or a function annotated with its return class).
 
-    Duplicate names and unknown kinds are rejected when registering, not later.
+    Args:
+        task: ``task(model, cfg, data, dist, device) -> TrainTask``; models without one
+            are inference-only.
+        data: the dataset roles it trains on (``cfg["data"][role]`` holds a spec, or a
+            list of specs); default by kind: translation ``("synthetic", "real")``,
+            segmenter ``("train",)``.
+        labelled: the roles whose datasets must have label maps (checked before a
+            run folder is touched); default: ``("train",)`` for segmenters, and
+            ``("synthetic",)`` for label-to-image models.
+
+    Duplicate names, unknown kinds and classes that miss a method of their
+    kind's contract are rejected when registering, not later.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -73,6 +110,11 @@ def register_model(
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
+        cls = _built_class(name, factory)
+        missing = missing_methods(cls, kind, input_kind)
+        if missing:
+            raise TypeError(f"model {name!r}: {cls.__name__} lacks {', '.join(missing)}, required of a "
+                            f"{kind} model with {input_kind} input (see s2rcli/models/contract.py)")
         doc = (factory.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelEntry(
             name=name,
@@ -81,10 +123,33 @@ def register_model(
             input_kind=input_kind,
             presets=dict(presets or {}),
             description=description or (doc[0] if doc else ""),
+            task=task,
+            data=tuple(data) if data is not None else DEFAULT_DATA_ROLES[kind],
+            labelled=tuple(labelled) if labelled is not None else _default_labelled(kind, input_kind),
         )
         return factory
 
     return decorator
+
+
+def _default_labelled(kind: str, input_kind: str) -> tuple[str, ...]:
+    if kind == "segmenter":
+        return ("train",)
+    return ("synthetic",) if input_kind == "label" else ()
+
+
+def _built_class(name: str, factory: Callable[..., Any]) -> type:
+    """The class a factory builds: the factory itself, or its return annotation."""
+    if isinstance(factory, type):
+        return factory
+    try:
+        cls = typing.get_type_hints(factory).get("return")
+    except NameError as exc:
+        raise TypeError(f"model {name!r}: cannot resolve the factory's return annotation ({exc})") from exc
+    if not isinstance(cls, type):
+        raise TypeError(f"model {name!r}: annotate the factory's return class (def {factory.__name__}(...) -> MyModel) "
+                        "so its contract can be checked")
+    return cls
 
 
 def unregister_model(name: str) -> None:
@@ -93,15 +158,16 @@ def unregister_model(name: str) -> None:
 
 
 def _ensure_builtins() -> None:
-    from . import load_builtin_models  # local import: the package imports this module
+    # The package imports this module before it imports the models, so the
+    # built-in models are loaded on first use rather than at import.
+    import s2rcli.models  # noqa: F401
 
-    load_builtin_models()
 
-
-def list_models(kind: str | None = None) -> list[str]:
-    """Registered model names, sorted; optionally only one ``kind``."""
+def list_models(kind: str | None = None, *, trainable: bool = False) -> list[str]:
+    """Registered model names, sorted; optionally only one ``kind``, or only those s2r can train."""
     _ensure_builtins()
-    return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
+    return sorted(n for n, e in _REGISTRY.items()
+                  if (kind is None or e.kind == kind) and (e.trainable or not trainable))
 
 
 def get_model_entry(name: str, kind: str | None = None) -> ModelEntry:
@@ -130,5 +196,31 @@ def create_model(name: str, preset: str | None = None, **kwargs: Any) -> Any:
     return entry.factory(**entry.model_kwargs(preset, **kwargs))
 
 
+def build_task(model: Any, cfg: dict[str, Any], data: dict[str, Any], dist: Any, device: Any) -> Any:
+    """The training task of ``model`` (from :func:`create_model`) for the resolved config ``cfg``."""
+    return get_model_entry(str(cfg["model"])).make_task(model, cfg, data, dist, device)
+
+
 def count_parameters(module: Any) -> int:
     return sum(p.numel() for p in module.parameters()) if hasattr(module, "parameters") else 0
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any] | str | Path, *, prefer_ema: bool = True, map_location: str | torch.device = "cpu"
+):
+    """Rebuild the registered model from a checkpoint and load its weights.
+
+    Returns ``(model, ckpt)``. The model's ``load_s2r_state_dicts(state_dicts,
+    prefer_ema)`` decides how the named state dicts map onto it; plain modules
+    get ``state_dicts["model"]``.
+    """
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt, map_location=map_location)
+    model = create_model(ckpt["model"], **ckpt["model_kwargs"])
+    loader = getattr(model, "load_s2r_state_dicts", None)
+    if loader is not None:
+        loader(ckpt["state_dicts"], prefer_ema=prefer_ema)
+    else:
+        model.load_state_dict(ckpt["state_dicts"]["model"])
+    model.eval()
+    return model, ckpt

@@ -9,7 +9,7 @@ The result is a plain JSON-able dict, written to ``RUN/config.json`` before
 step 0 and stored in every checkpoint::
 
     {"model": "unit", "preset": "tiny", "model_kwargs": {...}, "seed": 0, "label_space": "cityscapes19",
-     "data": {"synthetic": spec, "real": spec, "smart_batch": false, "pairs": null, "size": [H, W], ...},
+     "data": {ROLE: spec, ..., "smart_batch": false, "pairs": null, "size": [H, W], ...},
      "train": {"steps", "batch_size", "lr", "betas", "weight_decay", "accumulate", "amp", "ema_decay",
                "workers", "checkpoint_every", "sample_every", "log_every", "loss": {...}, ...model keys}}
 
@@ -24,16 +24,16 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..data.labels import get_label_space
 from ..errors import S2RError
-from ..utils import sizes
 from ..models import get_model_entry
+from ..utils import sizes
 
 SECTIONS = ("model", "preset", "model_kwargs", "seed", "label_space", "data", "train")
 
-DEFAULT_DATA: dict[str, Any] = {
-    "synthetic": None, "real": None, "smart_batch": False, "pairs": None, "size": [256, 512],
-    "scale_jitter": 0.125, "flip": True,
-}
+DEFAULT_DATA: dict[str, Any] = {"size": [256, 512], "scale_jitter": 0.125, "flip": True}
+# Pairing options of models that train on unpaired synthetic and real images.
+PAIRED_DATA: dict[str, Any] = {"smart_batch": False, "pairs": None}
 
 DEFAULT_TRAIN: dict[str, Any] = {
     "steps": 100000,          # optimisation steps
@@ -123,10 +123,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def preset_defaults(model: str, preset: str) -> dict[str, Any]:
     """Engine defaults with the preset applied: the base of every resolution."""
-    entry = get_model_entry(model, kind="translation")
+    entry = get_model_entry(model)
     section = copy.deepcopy(entry.preset(preset))
     train = section.get("train", {})
-    data = dict(DEFAULT_DATA)
+    data = {**{role: None for role in entry.data}, **DEFAULT_DATA}
+    if {"synthetic", "real"} <= set(entry.data):
+        data.update(PAIRED_DATA)
     if "size" in train:
         data["size"] = list(train.pop("size"))
     return {
@@ -176,6 +178,9 @@ def resolve_config(
         if value is not None:
             set_dotted(cfg, key, value)
     cfg["model"] = model
+    if get_model_entry(model).kind == "segmenter" and cfg.get("label_space"):
+        # a segmenter predicts the classes of its label space
+        cfg["model_kwargs"]["num_classes"] = get_label_space(cfg["label_space"]).num_classes
     return validate_config(cfg)
 
 

@@ -9,26 +9,11 @@ flattened all-reduce: the same arithmetic as DDP, independent of call structure.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+from ..device import DistInfo
 
 
 def init_distributed(device: torch.device | None = None) -> DistInfo:

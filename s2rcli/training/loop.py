@@ -1,6 +1,6 @@
 """The training loop: one function, readable top to bottom.
 
-Everything model-specific lives in the :class:`~s2rcli.training.task.TrainTask`
+Everything model-specific lives in the :class:`~s2rcli.models.contract.TrainTask`
 (networks, optimisers, data, loss); everything around the loop (progress bar,
 metrics, checkpoints, sample grids) is an :class:`Observer`.
 """
@@ -19,9 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import capture_rng_state, make_checkpoint, restore_rng_state
-from .distributed import DistInfo, all_reduce_gradients, broadcast_parameters
-from .task import TrainTask
+from ..checkpoint import capture_rng_state, make_checkpoint, restore_rng_state
+from ..device import DistInfo
+from ..models.contract import TrainTask
+from .distributed import all_reduce_gradients, broadcast_parameters
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..console import info
-from .checkpoint import save_checkpoint
+from ..checkpoint import save_checkpoint
 from .loop import Observer, TrainState
 
 

@@ -1,52 +1,14 @@
-"""Rich progress bars as observers: throttled, quiet-aware, rank-0 only."""
+"""The training progress bar, an observer: throttled, quiet-aware, rank-0 only."""
 
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, TypeVar
 
 import torch
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import Progress, TextColumn
 
-from ..console import console, settings
+from ..console import make_progress, settings
 from .loop import Observer, TrainState
-
-T = TypeVar("T")
-
-
-def make_progress(*extra_columns) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        *extra_columns,
-        console=console,
-        auto_refresh=False,
-        disable=settings.quiet,
-        transient=False,
-    )
-
-
-def track(iterable: Iterable[T], total: int | None = None, description: str = "working") -> Iterator[T]:
-    """Iterate with a throttled progress bar (nothing under ``--quiet``); stops cleanly on Ctrl-C."""
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
-    progress = make_progress()
-    last = 0.0
-    with progress:
-        task_id = progress.add_task(description, total=total)
-        for item in iterable:
-            yield item
-            progress.advance(task_id)
-            now = time.monotonic()
-            if now - last > 0.2:
-                progress.refresh()
-                last = now
-        progress.refresh()
 
 
 class ProgressObserver(Observer):

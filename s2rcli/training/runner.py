@@ -19,26 +19,27 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from ..checkpoint import load_checkpoint
 from ..console import console, info, settings, stdout, warn
-from ..device import resolve_device
+from ..device import DistInfo, resolve_device
 from ..errors import S2RError
-from ..models import create_model, get_model_entry
-from .checkpoint import load_checkpoint
+from ..data.datasets import open_dataset
+from ..models import create_model, get_model_entry, list_models
 from .config import config_differences, resolve_config
-from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .distributed import barrier, cleanup, init_distributed
 from .loop import Observer, TrainState, seed_everything, train
 from .observers import CheckpointObserver, LossPlotObserver, SampleObserver
 from .progress import ProgressObserver
 from .stats import MetricsObserver, write_config
 
-RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json")
+RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json", "results.json")
 
 # Keys that may change on --resume without breaking the exact continuation.
 RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.workers",
                      "train.samples"}
 # Keys that may change with a warning (data that moved); every other change is refused, because
 # the restored optimiser and scheduler states would silently override it.
-MOVABLE = {"data.synthetic", "data.real", "data.pairs"}
+MOVABLE = {"data.synthetic", "data.real", "data.pairs", "data.train", "data.source"}
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -72,17 +73,28 @@ def clear_run_dir(run_dir: Path) -> None:
 
 
 def open_training_data(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Open the ``--synthetic`` and ``--real`` specs in the run's label space."""
-    from ..data.datasets import open_dataset
+    """Open the dataset specs of every data role the model trains on, in the run's label space.
 
-    data = {}
-    for key in ("synthetic", "real"):
-        spec = cfg["data"].get(key)
-        if not spec:
+    A role holds one spec, or a list of specs (a list opens as a list of datasets).
+    """
+    data: dict[str, Any] = {}
+    space = cfg.get("label_space") or "cityscapes19"
+    entry = get_model_entry(cfg["model"])
+    for key in entry.data:
+        value = cfg["data"].get(key)
+        specs = value if isinstance(value, (list, tuple)) else [value] if value else []
+        if not specs:
             raise S2RError(f"--{key} is required", hint=f"give a dataset spec, e.g. --{key} demo:demo?split={key}")
-        data[key] = open_dataset(spec, space=cfg.get("label_space", "cityscapes19"))
-        if len(data[key]) == 0:
-            raise S2RError(f"--{key} {spec}: the dataset has no images", hint="check the path and split")
+        opened = []
+        for spec in specs:
+            dataset = open_dataset(spec, space=space)
+            if len(dataset) == 0:
+                raise S2RError(f"--{key} {spec}: the dataset has no images", hint="check the path and split")
+            if key in entry.labelled and not dataset.has_labels:
+                raise S2RError(f"--{key} {spec} has no labels, and {cfg['model']} trains on label maps there",
+                               hint="point it at a dataset with labels (`s2r translate` output carries them)")
+            opened.append(dataset)
+        data[key] = opened if isinstance(value, (list, tuple)) else opened[0]
     pairs = cfg["data"].get("pairs")
     if cfg["data"].get("smart_batch") and not (pairs and Path(pairs).is_file()):
         raise S2RError(f"--smart-batch needs a pairs file{f'; {pairs} does not exist' if pairs else ''}",
@@ -131,8 +143,9 @@ def run_training(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed training sizes: let cuDNN pick the fastest kernels
     seed_everything(int(cfg["seed"]), 0)  # identical initial weights on every rank (rank 0's are broadcast anyway)
+    entry = get_model_entry(cfg["model"])
     model = create_model(cfg["model"], **cfg["model_kwargs"])
-    task = model.make_task(cfg, data, dist, device)
+    task = entry.make_task(model, cfg, data, dist, device)
     if train_cfg.get("channels_last"):
         for net in task.nets.values():
             net.to(memory_format=torch.channels_last)
@@ -189,7 +202,10 @@ def train_run(
     Under ``torchrun`` each process joins the group; rank 0 alone writes files.
     Returns the final :class:`TrainState` (``None`` for a dry run).
     """
-    entry = get_model_entry(model, kind="translation")
+    entry = get_model_entry(model)
+    if not entry.trainable:
+        raise S2RError(f"model {model!r} cannot be trained by s2r",
+                       hint="trainable: " + ", ".join(list_models(trainable=True)))
     run_dir = Path(run_dir)
     options = dict(options or {})
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -199,7 +215,7 @@ def train_run(
         stdout.print_json(json.dumps(cfg))
         console.print("Dry run; exiting.")
         return None
-    if entry.input_kind == "label" and cfg["label_space"] is None:
+    if (entry.input_kind == "label" or entry.kind == "segmenter") and cfg["label_space"] is None:
         raise S2RError(f"{model} needs a label space", hint="--set label_space=cityscapes19")
 
     data = data if data is not None else open_training_data(cfg)  # bad specs fail before the run folder is touched

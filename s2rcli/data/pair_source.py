@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from ..errors import S2RError
-from .task import DataSource
+from .sampler import make_pair_sampler as _sampler
+from .source import DataSource
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -169,16 +170,6 @@ class _PlanIterable:
         return self.source._plan()
 
 
-def make_pair_sampler(cfg: dict[str, Any], synthetic, real, dist):
-    """The SP-Feat smart sampler with ``data.smart_batch`` (needs ``data.pairs``), else uniform random pairs;
-    sharded to this rank."""
-    from ..data.sampler import make_pair_sampler as factory
-
-    data_cfg = cfg["data"]
-    return factory(bool(data_cfg.get("smart_batch")), data_cfg.get("pairs"), synthetic, real,
-                   seed=int(cfg.get("seed", 0)), rank=dist.rank, world_size=dist.world_size)
-
-
 def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels: bool = False) -> PairDataSource:
     """The standard data source of a translation task, from the resolved config.
 
@@ -192,7 +183,8 @@ def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels:
         raise S2RError("this model needs synthetic labels, but the --synthetic dataset has none",
                        hint="point --synthetic at a dataset with label maps")
     train, data_cfg = cfg["train"], cfg["data"]
-    sampler = make_pair_sampler(cfg, data["synthetic"], data["real"], dist)
+    sampler = _sampler(bool(data_cfg.get("smart_batch")), data_cfg.get("pairs"), data["synthetic"], data["real"],
+                       seed=int(cfg.get("seed", 0)), rank=dist.rank, world_size=dist.world_size)
     return PairDataSource(
         data["synthetic"], data["real"], sampler, batch_size=int(train["batch_size"]), size=data_cfg["size"],
         seed=int(cfg.get("seed", 0)), labels=labels, workers=int(train.get("workers", 0)),

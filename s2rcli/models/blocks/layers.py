@@ -1,7 +1,7 @@
 """Shared building blocks: conv blocks, residual blocks, norms, PatchGAN discriminators.
 
 Every model family imports these rather than redefining them (SPADE and Haar
-blocks live in :mod:`s2rcli.models.spade`). Each block takes explicit keyword
+blocks live in :mod:`s2rcli.models.blocks.spade`). Each block takes explicit keyword
 arguments; none reads a global options object.
 """
 

@@ -25,9 +25,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import __version__
-from ..errors import S2RError
-from ..utils.atomic import atomic_path
+from . import __version__
+from .errors import S2RError
+from .utils.atomic import atomic_path
 
 FORMAT = "s2r-checkpoint"
 FORMAT_VERSION = 1
@@ -210,26 +210,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint="pass a file written by `s2r train` (RUN/checkpoints/latest.pt)",
         )
     return upgrade_checkpoint(ckpt)
-
-
-def model_from_checkpoint(
-    ckpt: dict[str, Any] | str | Path, *, prefer_ema: bool = True, map_location: str | torch.device = "cpu"
-):
-    """Rebuild the registered model from a checkpoint and load its weights.
-
-    Returns ``(model, ckpt)``. The model's ``load_s2r_state_dicts(state_dicts,
-    prefer_ema)`` decides how the named state dicts map onto it; plain modules
-    get ``state_dicts["model"]``.
-    """
-    from ..models import create_model
-
-    if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt, map_location=map_location)
-    model = create_model(ckpt["model"], **ckpt["model_kwargs"])
-    loader = getattr(model, "load_s2r_state_dicts", None)
-    if loader is not None:
-        loader(ckpt["state_dicts"], prefer_ema=prefer_ema)
-    else:
-        model.load_state_dict(ckpt["state_dicts"]["model"])
-    model.eval()
-    return model, ckpt

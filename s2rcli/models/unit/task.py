@@ -1,0 +1,177 @@
+"""UNIT's training task: the loss terms, the D/G phases, the presets and the registration.
+
+The networks are in ``network.py`` beside this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.utils import make_grid
+
+from ... import pretrained
+from ...console import warn
+from ...data.pair_source import make_pair_source
+from ...errors import S2RError
+from ...losses import gan
+from ...losses.perceptual import VGGFeatures
+from ..contract import Phase, TrainTask
+from ..registry import register_model
+from .network import UNIT, UNITGenerator
+
+LOSS_WEIGHTS = {"gan": 1.0, "recon_x": 10.0, "recon_kl": 0.01, "cyc_x": 10.0, "cyc_kl": 0.01, "vgg": 0.0}
+
+
+def make_unit_task(model: UNIT, cfg: dict[str, Any], data: dict[str, Any], dist, device) -> "UNITTask":
+    """Build the UNIT training task from a resolved run config."""
+    train = cfg["train"]
+    weights = {**LOSS_WEIGHTS, **train.get("loss", {})}
+    unknown = sorted(set(weights) - set(LOSS_WEIGHTS))
+    if unknown:
+        raise S2RError(f"unknown UNIT loss terms {unknown}", hint="valid: " + ", ".join(LOSS_WEIGHTS))
+    vgg = None
+    if weights["vgg"] > 0:
+        choice = train.get("vgg_weights")
+        if choice not in (None, "random"):
+            pretrained.resolve_weights("vgg16", choice)  # fail on a bad path before building anything
+        vgg = InstanceNormVGG(choice).to(device)
+    elif train.get("vgg_weights"):
+        warn("--vgg-weights is given but the perceptual term is off; enable it with --set train.loss.vgg=1")
+    criterion = UNITLoss(model.G, model.D, weights, gan_mode=train.get("gan_mode", "lsgan"), vgg=vgg)
+    lr, betas, wd = float(train["lr"]), tuple(train["betas"]), float(train["weight_decay"])
+    optimizers = {
+        "G": torch.optim.Adam(model.G.parameters(), lr=lr, betas=betas, weight_decay=wd),
+        "D": torch.optim.Adam(model.D.parameters(), lr=lr, betas=betas, weight_decay=wd),
+    }
+    schedulers = {
+        name: torch.optim.lr_scheduler.StepLR(opt, step_size=int(train.get("lr_step", 100000)),
+                                              gamma=float(train.get("lr_gamma", 0.5)))
+        for name, opt in optimizers.items()
+    }
+    source = make_pair_source(cfg, data, dist)
+    return UNITTask(
+        model_name=cfg["model"], model_kwargs=dict(cfg["model_kwargs"]), model=model,
+        nets={"G": model.G, "D": model.D},
+        phases=[Phase("D", optimizer="D", nets=("D",)), Phase("G", optimizer="G", nets=("G",))],
+        optimizers=optimizers, schedulers=schedulers, data=source, ema={"G_ema": "G"},
+        label_space=cfg.get("label_space"), monitor=None, criterion=criterion,
+    )
+
+
+class InstanceNormVGG(nn.Module):
+    """UNIT's domain-invariant perceptual distance: MSE between instance-normalised
+    VGG16 relu5_3 features of an image and its translation."""
+
+    def __init__(self, weights: str | None):
+        super().__init__()
+        self.features = VGGFeatures("vgg16", layers=("relu5_3",), weights=weights)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        (fx,), (fy,) = self.features(x), self.features(y)
+        return F.mse_loss(F.instance_norm(fx), F.instance_norm(fy.detach()))
+
+
+class UNITLoss:
+    """The UNIT objective as named terms; the task calls :meth:`d_terms` then :meth:`g_terms`.
+
+    Each term is summed over both domains and reported unweighted; ``loss`` is
+    the weighted total that is back-propagated. Weights (``LOSS_WEIGHTS``): gan 1,
+    recon_x 10, recon_kl 0.01, cyc_x 10, cyc_kl 0.01, vgg 0 (off).
+    """
+
+    def __init__(self, G: UNITGenerator, D: nn.ModuleDict, weights: dict[str, float], *, gan_mode: str = "lsgan",
+                 vgg: nn.Module | None = None):
+        self.G, self.D, self.w, self.gan_mode, self.vgg = G, D, dict(weights), gan_mode, vgg
+
+    @staticmethod
+    def _sample(h: torch.Tensor) -> torch.Tensor:
+        return h + torch.randn_like(h)  # reduced VAE: unit variance, learned mean
+
+    def d_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        G, D = self.G, self.D
+        with torch.no_grad():
+            h_a, h_b = G.encode(x_a, "a"), G.encode(x_b, "b")
+            x_ba, x_ab = G.decode(self._sample(h_b), "a"), G.decode(self._sample(h_a), "b")
+        adv_a = gan.d_loss(self.gan_mode, D["a"](x_a), D["a"](x_ba))
+        adv_b = gan.d_loss(self.gan_mode, D["b"](x_b), D["b"](x_ab))
+        gan_total = adv_a + adv_b
+        return {"loss": self.w["gan"] * gan_total, "gan": gan_total, "gan_a": adv_a, "gan_b": adv_b}
+
+    def g_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        G, D, w = self.G, self.D, self.w
+        h_a, h_b = G.encode(x_a, "a"), G.encode(x_b, "b")
+        z_a, z_b = self._sample(h_a), self._sample(h_b)
+        x_aa, x_bb = G.decode(z_a, "a"), G.decode(z_b, "b")        # within-domain reconstruction
+        x_ba, x_ab = G.decode(z_b, "a"), G.decode(z_a, "b")        # translation
+        h_ba, h_ab = G.encode(x_ba, "a"), G.encode(x_ab, "b")      # re-encode the translations
+        x_aba, x_bab = G.decode(self._sample(h_ab), "a"), G.decode(self._sample(h_ba), "b")  # cycle
+
+        terms = {
+            "recon_x": F.l1_loss(x_aa, x_a) + F.l1_loss(x_bb, x_b),
+            "recon_kl": h_a.pow(2).mean() + h_b.pow(2).mean(),
+            "cyc_x": F.l1_loss(x_aba, x_a) + F.l1_loss(x_bab, x_b),
+            "cyc_kl": h_ab.pow(2).mean() + h_ba.pow(2).mean(),
+            "gan": gan.g_loss(self.gan_mode, D["a"](x_ba)) + gan.g_loss(self.gan_mode, D["b"](x_ab)),
+        }
+        if self.vgg is not None:
+            terms["vgg"] = self.vgg(x_ba, x_b) + self.vgg(x_ab, x_a)
+        terms["loss"] = sum(w[name] * value for name, value in terms.items())
+        return terms
+
+
+@dataclass
+class UNITTask(TrainTask):
+    """D then G each step; ``samples()`` draws input | translated | cycle reconstruction."""
+
+    criterion: UNITLoss | None = None
+
+    def loss(self, phase: str, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        if phase == "D":
+            return self.criterion.d_terms(batch["a"], batch["b"])
+        return self.criterion.g_terms(batch["a"], batch["b"])
+
+    @torch.no_grad()
+    def samples(self, batch: dict[str, torch.Tensor], G: nn.Module | None = None) -> torch.Tensor:
+        """Rows: synthetic | synthetic->real | back to synthetic, then real | real->synthetic | back to real."""
+        G = G or self.nets["G"]
+        was_training = G.training
+        G.eval()
+        rows = []
+        for src, dst in (("a", "b"), ("b", "a")):
+            x = batch[src]
+            y = G.decode(G.encode(x, src), dst)
+            back = G.decode(G.encode(y, dst), src)
+            for i in range(x.shape[0]):
+                rows += [x[i], y[i], back[i]]
+        G.train(was_training)
+        grid = make_grid(torch.stack(rows).float().cpu(), nrow=3, padding=2, value_range=(-1, 1), normalize=True)
+        return grid.clamp(0, 1)
+
+
+_TINY = {
+    "model": {"channels": 16, "n_down": 2, "n_res": 2, "n_shared": 1, "share": True,
+              "d_channels": 16, "d_layers": 3, "d_scales": 3},
+    "train": {"size": [64, 128], "steps": 300, "batch_size": 1, "lr": 2e-4, "betas": [0.5, 0.999],
+              "weight_decay": 1e-4, "lr_step": 100000, "lr_gamma": 0.5, "gan_mode": "lsgan",
+              "loss": dict(LOSS_WEIGHTS), "ema_decay": 0.999, "checkpoint_every": 100, "sample_every": 50,
+              "log_every": 10},
+}
+_PAPER = {
+    "model": {"channels": 64, "n_down": 2, "n_res": 4, "n_shared": 1, "share": True,
+              "d_channels": 64, "d_layers": 4, "d_scales": 3},
+    "train": {"size": [256, 512], "steps": 200000, "batch_size": 1, "lr": 1e-4, "betas": [0.5, 0.999],
+              "weight_decay": 1e-4, "lr_step": 100000, "lr_gamma": 0.5, "gan_mode": "lsgan",
+              "loss": dict(LOSS_WEIGHTS), "ema_decay": 0.999, "checkpoint_every": 5000, "sample_every": 1000,
+              "log_every": 100},
+}
+
+
+@register_model("unit", kind="translation", input_kind="image", presets={"tiny": _TINY, "paper": _PAPER},
+                task=make_unit_task)
+def unit(**kwargs) -> UNIT:
+    """UNIT VAE-GAN with a shared latent space (Liu et al. 2017; paper 001's base)."""
+    return UNIT(**kwargs)
