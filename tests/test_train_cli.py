@@ -203,8 +203,8 @@ def test_torchrun_two_processes_gloo(world, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "unet", "--out", "{out}"], "unknown translation model 'unet'"),
-    (["train", "fastseg", "--out", "{out}"], "unknown translation model 'fastseg'"),
+    (["train", "unet", "--out", "{out}"], "unknown model 'unet'"),
+    (["train", "fastseg", "--out", "{out}"], "--train is required"),
     (["train", "unit", "--real", "{real}", "--out", "{out}", "--preset", "tiny"], "--synthetic is required"),
     (["train", "unit", "--synthetic", "folder:{tmp}/missing", "--real", "{real}", "--out", "{out}", "--preset", "tiny"],
      "not found"),

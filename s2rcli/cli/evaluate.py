@@ -9,6 +9,11 @@ from typing import Optional
 import typer
 
 from ..console import settings, stdout
+from ..device import resolve_device
+from ..evaluation import scores_table, split_specs
+from ..evaluation import train_and_test as run_train_and_test
+from ..models import get_model_entry
+from ..utils.sizes import parse_size
 
 segment_app = typer.Typer(no_args_is_help=True, help="Segmentation-based evaluation: score images, or train and test a segmenter.")
 
@@ -68,24 +73,24 @@ def train_and_test(
     ),
     label_space: str = typer.Option("cityscapes19", "--label-space", help="Label space to train and test in."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped, then test."),
+    config: Optional[str] = typer.Option(None, "--config", help="JSON file with config overrides (e.g. a run's config.json)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key: dotted.key=value (JSON value)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Train a segmenter on one or more sets and report per-class IoU on a test set.
 
     Paper 001, Tables 1-3: train on raw synthetic, translated synthetic, real,
-    or mixes, and test on real validation images. Writes RUN/config.json first,
-    then RUN/checkpoints/latest.pt, RUN/metrics.jsonl and RUN/results.json.
+    or mixes, and test on real validation images. Training is an ordinary `s2r train`
+    run (same loop, config and checkpoint format): RUN/config.json first, then
+    RUN/checkpoints/latest.pt, RUN/metrics.jsonl, and RUN/results.json after the test.
     """
-    from ..device import resolve_device
-    from ..evaluation import scores_table, split_specs, train_and_test as run
-    from ..utils.sizes import parse_size
-    from ..models import get_model_entry
-
     get_model_entry(model, kind="segmenter")  # an unknown name fails here, listing the valid ones
-    result = run(
+    result = run_train_and_test(
         split_specs(train), test, model, out, preset=preset, steps=steps, size=parse_size(size),
         batch_size=batch_size, seed=seed, lr=lr, workers=workers, backbone_weights=backbone_weights,
-        label_space=label_space, overwrite=overwrite, device=resolve_device(settings.device),
+        label_space=label_space, config_file=config, sets=set_ or [], resume=resume, overwrite=overwrite,
+        device=resolve_device(settings.device),
     )
     if as_json:
         stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)

@@ -1,4 +1,4 @@
-"""``s2r train MODEL``: train a registered translation model."""
+"""``s2r train MODEL``: train any trainable registered model (translators and segmenters) with the one engine."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ from typing import List, Optional
 import typer
 
 from ..console import info
-from ..models import get_model_entry
+from ..errors import S2RError
+from ..models import get_model_entry, list_models
+from ..training.config import parse_size
+from ..training.runner import train_run
 
 
 def train(
-    model: str = typer.Argument(..., help="Registered translation model, e.g. unit (`s2r models` lists them all)."),
+    model: str = typer.Argument(..., help="Registered model to train: " + ", ".join(list_models(trainable=True)) + "."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Synthetic (source) dataset spec, domain A."),
     real: Optional[str] = typer.Option(None, "--real", help="Real (target) dataset spec, domain B."),
+    data: Optional[List[str]] = typer.Option(None, "--data", help="Any data role of the model: ROLE=SPEC[,SPEC...] "
+                                             "(segmenters train on --data train=SPEC; `s2r models NAME` lists roles)."),
     out: str = typer.Option(..., "--out", help="Run folder (config.json, checkpoints/, samples/, metrics.jsonl)."),
     smart_batch: bool = typer.Option(False, "--smart-batch", help="Pair images with the SP-Feat smart batch loader."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Pairs file from `s2r prepare pairs` (--smart-batch)."),
@@ -32,22 +37,28 @@ def train(
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that already holds a run."),
 ) -> None:
-    """Train a registered translation model on synthetic and real data.
+    """Train a registered model: a translator on synthetic and real data, or a segmenter on labelled sets.
 
     Config priority: preset < --config < --set < explicit options. RUN/config.json
     is written before step 0; Ctrl-C saves a checkpoint that --resume continues exactly.
     Under torchrun (`torchrun --nproc-per-node 2 -m s2rcli train ...`) it trains data-parallel.
     """
-    from ..training.config import parse_size
-    from ..training.runner import train_run
-
-    get_model_entry(model, kind="translation")  # one-line error listing the valid names
+    entry = get_model_entry(model)  # one-line error listing the valid names
+    if not entry.trainable:
+        raise S2RError(f"model {model!r} cannot be trained by s2r", hint="trainable: " + ", ".join(list_models(trainable=True)))
     options = {
         "data.synthetic": synthetic, "data.real": real, "data.smart_batch": True if smart_batch else None,
         "data.pairs": pairs, "data.size": parse_size(size) if size else None, "seed": seed,
         "train.steps": steps, "train.batch_size": batch_size, "train.amp": amp, "train.accumulate": accumulate,
         "train.workers": workers, "train.vgg_weights": vgg_weights,
     }
+    for item in data or ():
+        role, _, specs = item.partition("=")
+        if role not in entry.data or not specs:
+            raise S2RError(f"--data {item!r}: {model} trains on roles {', '.join(entry.data)}",
+                           hint=f"e.g. --data {entry.data[0]}=demo:demo?split=synthetic")
+        parts = [p.strip() for p in specs.split(",") if p.strip()]
+        options[f"data.{role}"] = parts if entry.kind == "segmenter" else parts[0]
     state = train_run(model, out, preset=preset, config_file=config, sets=set_ or [], options=options,
                       resume=resume, overwrite=overwrite, dry_run=dry_run)
     if state is None:

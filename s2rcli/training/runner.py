@@ -177,6 +177,8 @@ def resolve_run_config(
         raise S2RError(f"--resume cannot change {', '.join(fixed)}: a run keeps its settings",
                        hint="resume without them (only --steps, the logging intervals and --workers may change), "
                             "or start a new run in another --out")
+    if "train.steps" in config_differences(saved, cfg) and cfg["train"].get("lr_schedule") == "poly":
+        warn("the poly learning-rate schedule stretches to the new --steps: the run no longer continues exactly")
     if changed:
         warn("resuming with other data (" + ", ".join(changed) + "): the run no longer continues exactly")
     return cfg, ckpt
