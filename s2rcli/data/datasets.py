@@ -19,7 +19,6 @@ Options every kind accepts (in the spec's query or as keyword arguments of ``ope
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -34,7 +33,13 @@ import numpy as np
 from ..console import warn
 from ..errors import S2RError
 from . import io
-from .labels import IGNORE, UNKNOWN, LabelSpace, RawTable, get_label_space, identity_table
+from .labels import (
+    IGNORE,
+    UNKNOWN,
+    LabelSpace,
+    RawTable,
+    get_label_space,
+)
 
 
 @dataclass(frozen=True)
@@ -477,64 +482,6 @@ def _images_and_labels(image_dir: Path, label_dir: Path | None, table: RawTable 
 # Built-in adapters: folder and demo
 
 
-def _manifest_space(root: Path) -> str | None:
-    manifest = root / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("space") if isinstance(data, dict) else None
-
-
-FOLDER_LAYOUT = "PATH/images/**/*.{png,jpg} (or images directly in PATH) + optional PATH/labels/<same name>.png"
-
-
-@register_adapter("folder", layout=FOLDER_LAYOUT,
-                  options={"label_space": "the space the labels are stored in (default: manifest.json's, "
-                                          "else the requested space)",
-                           "labels": "none: read the images only, ignoring any labels/ (FID, scoring)"})
-def _open_folder(root: Path, split, options, space: LabelSpace) -> Layout:
-    if options.get("labels", "none") != "none":
-        raise S2RError(f"folder option labels={options['labels']!r} is not known", hint="the only value is labels=none")
-    image_dir = root / "images" if (root / "images").is_dir() else root
-    label_dir = root / "labels" if (root / "labels").is_dir() and "labels" not in options else None
-    stored = options.get("label_space") or _manifest_space(root) or space.name
-    table = identity_table(get_label_space(stored)) if label_dir is not None else None
-    if image_dir == root:
-        # Images directly in PATH: do not descend into folders that hold labels or other outputs.
-        images = {p.stem: p for p in list_files(root, recursive=False)}
-        if not images:
-            raise S2RError(f"no images (.png/.jpg) in {root}", hint=f"expected {FOLDER_LAYOUT}")
-        if label_dir is None:
-            return Layout([Sample(n, p, None) for n, p in images.items()])
-        labels = {p.stem: p for p in list_files(label_dir, (".png",), recursive=False)}
-        samples, missing, orphans = pair_by_name(images, labels)
-        return Layout(samples, table, io.read_index_label, missing, orphans)
-    return _images_and_labels(image_dir, label_dir, table, layout=FOLDER_LAYOUT)
-
-
-DEMO_SPLITS = ("synthetic", "real", "real_val")
-DEMO_LAYOUT = "PATH/{synthetic,real,real_val}/{images,labels}/*.png and PATH/manifest.json, written by " \
-              "`s2r prepare demo --out PATH`"
-
-
-@register_adapter("demo", layout=DEMO_LAYOUT, splits=DEMO_SPLITS, default_split="synthetic")
-def _open_demo(root: Path, split: str, options, space: LabelSpace) -> Layout:
-    if not (root / "manifest.json").is_file():
-        raise S2RError(f"{root} is not a complete demo world (no manifest.json)",
-                       hint=f"write one with `s2r prepare demo --out {root}`")
-    folder = root / split
-    table = identity_table(get_label_space("cityscapes19"))
-    return _images_and_labels(folder / "images", folder / "labels", table, layout=DEMO_LAYOUT)
-
-
-
-# --------------------------------------------------------------------------------------------------
-# Published datasets, in their own on-disk layouts (DESIGN.md section 1, DATASETS.md)
-
-
 def _need_dir(folder: Path, root: Path, layout: str, inside: tuple[str, ...] = ()) -> Path:
     """``folder`` must exist; otherwise explain the expected layout (and spot a spec one level too deep)."""
     if folder.is_dir():
@@ -561,202 +508,5 @@ def _stems(folder: Path, suffixes: tuple[str, ...], strip: str = "", must_end: s
     return found
 
 
-CITYSCAPES_LAYOUT = ("PATH/leftImg8bit/<split>/<city>/*_leftImg8bit.png + "
-                     "PATH/gtFine/<split>/<city>/*_gtFine_labelIds.png")
-
-
-@register_adapter("cityscapes", layout=CITYSCAPES_LAYOUT, splits=("train", "val", "test"), default_split="train")
-def _open_cityscapes(root: Path, split: str, options, space) -> Layout:
-    from .tables import CITYSCAPES_LABEL_IDS
-
-    layout = CITYSCAPES_LAYOUT.replace("<split>", split)
-    image_dir = _need_dir(root / "leftImg8bit" / split, root, layout, inside=("leftImg8bit", "gtFine"))
-    images = _stems(image_dir, (".png",), strip="_leftImg8bit", must_end="_leftImg8bit.png")
-    if not images:
-        raise S2RError(f"no *_leftImg8bit.png under {image_dir}", hint=f"expected {layout}")
-    label_dir = root / "gtFine" / split
-    if split == "test" or not label_dir.is_dir():
-        note = ("Cityscapes test labels are withheld: reading images only" if split == "test"
-                else f"no gtFine/{split}/ folder: reading images only")
-        return Layout([Sample(n, p, None) for n, p in images.items()], notes=[note])
-    labels = _stems(label_dir, (".png",), strip="_gtFine_labelIds", must_end="_gtFine_labelIds.png")
-    samples, missing, orphans = pair_by_name(images, labels)
-    return Layout(samples, CITYSCAPES_LABEL_IDS, io.read_index_label, missing, orphans)
-
-
-GTA5_LAYOUT = "PATH/images/NNNNN.png + PATH/labels/NNNNN.png (palette PNGs, index = Cityscapes labelId)"
-
-
-@register_adapter("gta5", layout=GTA5_LAYOUT)
-def _open_gta5(root: Path, split, options, space) -> Layout:
-    from .tables import CITYSCAPES_LABEL_IDS
-
-    image_dir = _need_dir(root / "images", root, GTA5_LAYOUT, inside=("images", "labels"))
-    label_dir = _need_dir(root / "labels", root, GTA5_LAYOUT)
-    images, labels = _stems(image_dir, (".png",)), _stems(label_dir, (".png",))
-    if not images:
-        raise S2RError(f"no .png images under {image_dir}", hint=f"expected {GTA5_LAYOUT}")
-    samples, missing, orphans = pair_by_name(images, labels)  # by name: some copies skip numbers
-    # A few GTA5 pairs have an image and a label of different sizes: resize (reported) unless told otherwise.
-    return Layout(samples, CITYSCAPES_LABEL_IDS, io.read_index_label, missing, orphans, mismatch_default="resize")
-
-
-SYNSCAPES_LAYOUT = "PATH/img/rgb/N.png (or img/rgb-2k/) + PATH/img/class/N.png (Cityscapes labelIds) + PATH/meta/N.json"
-
-
-@register_adapter("synscapes", layout=SYNSCAPES_LAYOUT,
-                  options={"images": "rgb|rgb-2k: which image folder (default: rgb, else rgb-2k)"})
-def _open_synscapes(root: Path, split, options, space) -> Layout:
-    from .tables import CITYSCAPES_LABEL_IDS
-
-    img = _need_dir(root / "img", root, SYNSCAPES_LAYOUT, inside=("img", "meta"))
-    choice = options.get("images") or ("rgb" if (img / "rgb").is_dir() else "rgb-2k")
-    if choice not in ("rgb", "rgb-2k"):
-        raise S2RError(f"images={choice!r} is not one of rgb, rgb-2k")
-    image_dir = _need_dir(img / choice, root, SYNSCAPES_LAYOUT)
-    label_dir = _need_dir(img / "class", root, SYNSCAPES_LAYOUT)
-    images, labels = _stems(image_dir, (".png",)), _stems(label_dir, (".png",))
-    if not images:
-        raise S2RError(f"no .png images under {image_dir}", hint=f"expected {SYNSCAPES_LAYOUT}")
-    samples, missing, orphans = pair_by_name(images, labels)
-    notes = [] if (root / "meta").is_dir() else ["no meta/ folder (not needed to read images and labels)"]
-    # rgb-2k images are larger than the class maps: bring the labels to the image size (nearest).
-    return Layout(samples, CITYSCAPES_LABEL_IDS, io.read_index_label, missing, orphans,
-                  mismatch_default="resize" if choice == "rgb-2k" else None, notes=notes)
-
-
-SYNTHIA_LAYOUT = "PATH/RGB/NNNNNNN.png + PATH/GT/LABELS/NNNNNNN.png (16-bit, class id in the first channel)"
-
-
-@register_adapter("synthia", layout=SYNTHIA_LAYOUT)
-def _open_synthia(root: Path, split, options, space) -> Layout:
-    from .tables import SYNTHIA
-
-    image_dir = _need_dir(root / "RGB", root, SYNTHIA_LAYOUT, inside=("RGB", "GT"))
-    label_dir = _need_dir(root / "GT" / "LABELS", root, SYNTHIA_LAYOUT, inside=("GT", "LABELS"))
-    images, labels = _stems(image_dir, (".png",)), _stems(label_dir, (".png",))
-    if not images:
-        raise S2RError(f"no .png images under {image_dir}", hint=f"expected {SYNTHIA_LAYOUT}")
-    samples, missing, orphans = pair_by_name(images, labels)
-    # Pillow decodes these 16-bit 3-channel PNGs silently wrong; OpenCV reads them right.
-    return Layout(samples, SYNTHIA, io.read_first_channel_16bit, missing, orphans)
-
-
-MAPILLARY_LAYOUT = ("PATH/<split>/images/*.jpg + PATH/<split>/v1.2/labels/*.png (palette ids 0-65), "
-                    "PATH/config_v1.2.json; split training|validation|testing")
-
-
-@register_adapter("mapillary", layout=MAPILLARY_LAYOUT, splits=("training", "validation", "testing"),
-                  default_split="training",
-                  options={"mapping": "minimal|liberal: the 66 -> 19 class mapping (default minimal)"})
-def _open_mapillary(root: Path, split: str, options, space) -> Layout:
-    from .tables import MAPILLARY_TABLES, MAPILLARY_V12_CLASSES
-
-    mapping = options.get("mapping", "minimal")
-    if mapping not in MAPILLARY_TABLES:
-        raise S2RError(f"mapping={mapping!r} is not one of {', '.join(MAPILLARY_TABLES)}")
-    layout = MAPILLARY_LAYOUT.replace("<split>", split)
-    config = root / "config_v1.2.json"
-    notes = []
-    if config.is_file():
-        try:
-            names = [entry["name"] for entry in json.loads(config.read_text())["labels"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise S2RError(f"cannot read {config}: {exc}") from None
-        if tuple(names) != MAPILLARY_V12_CLASSES:
-            raise S2RError(f"{config} lists {len(names)} classes that differ from Mapillary Vistas v1.2's 66",
-                           hint="only the v1.2 label set is supported (v2.0 has 124 classes)")
-    else:
-        notes.append("no config_v1.2.json: assuming the v1.2 class ids")
-    image_dir = _need_dir(root / split / "images", root, layout, inside=("training", "validation", "testing"))
-    images = _stems(image_dir, io.IMAGE_SUFFIXES)
-    if not images:
-        raise S2RError(f"no images under {image_dir}", hint=f"expected {layout}")
-    label_dir = root / split / "v1.2" / "labels"
-    if not label_dir.is_dir() and (root / split / "labels").is_dir():
-        label_dir = root / split / "labels"  # releases before v1.2 kept labels directly under the split
-    if split == "testing" or not label_dir.is_dir():
-        notes.append("no labels for this split: reading images only")
-        return Layout([Sample(n, p, None) for n, p in images.items()], notes=notes)
-    samples, missing, orphans = pair_by_name(images, _stems(label_dir, (".png",)))
-    return Layout(samples, MAPILLARY_TABLES[mapping], io.read_index_label, missing, orphans, notes=notes)
-
-
-CARLA_IMAGE_DIRS = ("rgb", "images", "CameraRGB")
-CARLA_LABEL_DIRS = ("semantic", "semantic_segmentation", "labels", "CameraSemSeg")
-CARLA_LAYOUT = ("PATH[/<episode>]/{rgb,images,CameraRGB}/*.png + the sibling {semantic,semantic_segmentation,labels,"
-                "CameraSemSeg}/*.png: raw tags in the red channel, or CityScapesPalette colours")
-
-
-@register_adapter("carla", layout=CARLA_LAYOUT,
-                  options={"version": "0.9.13|0.9.14|auto: the semantic tag set (0.9.14 renumbered the tags)",
-                           "labels": "raw|palette|auto: raw tags in the red channel, or CityScapesPalette colours"})
-def _open_carla(root: Path, split, options, space) -> Layout:
-    from .tables import CARLA_TABLES, UNKNOWN_COLOR, carla_color_table
-
-    version = options.get("version", "auto")
-    if version not in (*CARLA_TABLES, "auto"):
-        raise S2RError(f"version={version!r} is not one of {', '.join(CARLA_TABLES)}, auto")
-    kind = options.get("labels", "auto")
-    if kind not in ("raw", "palette", "auto"):
-        raise S2RError(f"labels={kind!r} is not one of raw, palette, auto")
-    images: dict[str, Path] = {}
-    labels: dict[str, Path] = {}
-    for dirpath, dirnames, _files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
-        image_dir = next((here / d for d in CARLA_IMAGE_DIRS if d in dirnames), None)
-        label_dir = next((here / d for d in CARLA_LABEL_DIRS if d in dirnames), None)
-        if image_dir is None:
-            continue
-        prefix = "" if here == root else here.relative_to(root).as_posix() + "/"
-        images.update({prefix + n: p for n, p in _stems(image_dir, (".png", ".jpg")).items()})
-        if label_dir is not None:
-            labels.update({prefix + n: p for n, p in _stems(label_dir, (".png",)).items()})
-        dirnames[:] = [d for d in dirnames if d not in CARLA_IMAGE_DIRS + CARLA_LABEL_DIRS]
-    if not images:
-        raise S2RError(f"no CARLA camera folders under {root}", hint=f"expected {CARLA_LAYOUT}")
-    samples, missing, orphans = pair_by_name(images, labels)
-    probe = [s.label for s in samples if s.label is not None]
-    probe = probe[:: max(1, len(probe) // 8)][:8]
-    notes = []
-    if kind == "auto" and probe:
-        kind = "raw" if all(_looks_like_raw_tags(io.read_rgb_label(p)) for p in probe[:2]) else "palette"
-    if kind == "palette":
-        colors, table = carla_color_table(None if version == "auto" else version)
-        return Layout(samples, table, ColorLabelDecoder(colors, UNKNOWN_COLOR), missing, orphans, notes=notes)
-    if version == "auto" and probe:
-        version, why = _detect_carla_version([io.read_red_channel(p) for p in probe])
-        notes.append(f"read the labels as CARLA {version} tags ({why}); pass ?version= to choose")
-    table = CARLA_TABLES["0.9.14" if version == "auto" else version]
-    return Layout(samples, table, io.read_red_channel, missing, orphans, notes=notes)
-
-
-class ColorLabelDecoder:
-    """Decode a colour-coded label image to codes (a plain object, so datasets pickle to worker processes)."""
-
-    def __init__(self, colors: Mapping[tuple[int, int, int], int], unknown: int):
-        self.colors, self.unknown = dict(colors), unknown
-
-    def __call__(self, path: Path) -> np.ndarray:
-        return io.colors_to_ids(io.read_rgb_label(path), self.colors, self.unknown)
-
-
-def _looks_like_raw_tags(rgb: np.ndarray) -> bool:
-    """Raw semantic output: small tags in red, green and blue empty."""
-    return int(rgb[..., 0].max()) <= 28 and not rgb[..., 1:].any()
-
-
-def _detect_carla_version(tag_maps: list[np.ndarray]) -> tuple[str, str]:
-    """Tell the two tag sets apart: tags above 22 exist only from 0.9.14; otherwise look at what is at
-    the top of the frame (sky: 13 before 0.9.14, 11 after) and at the bottom (road: 7 before, 1 after)."""
-    top = np.concatenate([m[: max(1, m.shape[0] // 20)].ravel() for m in tag_maps])
-    bottom = np.concatenate([m[-max(1, m.shape[0] // 20):].ravel() for m in tag_maps])
-    if max(int(m.max()) for m in tag_maps) > 22:
-        return "0.9.14", "tags above 22 present"
-    old = int((top == 13).sum() + (bottom == 7).sum())
-    new = int((top == 11).sum() + (bottom == 1).sum())
-    if old == new:
-        raise S2RError("cannot tell which CARLA tag set these labels use",
-                       hint="pass ?version=0.9.13 (tags 0-22) or ?version=0.9.14 (tags 0-28) in the spec")
-    return ("0.9.13", "sky is tag 13 / road is tag 7") if old > new else ("0.9.14", "sky is tag 11 / road is tag 1")
+# Register the built-in adapters (after everything they import from this module is defined).
+from . import adapters  # noqa: E402,F401
