@@ -22,7 +22,7 @@ def test_registered_as_segmenters():
         entry = get_model_entry(name)
         assert entry.kind == "segmenter" and entry.input_kind == "image"
         assert {"tiny", "paper"} <= set(entry.presets)
-        assert entry.presets["tiny"]["model"]["num_classes"] == 19
+        assert entry.preset("tiny")["model"]["num_classes"] == 19
 
 
 @pytest.mark.parametrize("name", SEGMENTERS)

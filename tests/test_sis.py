@@ -87,7 +87,7 @@ def test_registered_with_presets():
     assert "sis" in list_models("translation")
     entry = get_model_entry("sis")
     assert entry.input_kind == "label" and set(entry.presets) >= {"tiny", "paper"}
-    paper = entry.presets["paper"]["train"]
+    paper = entry.preset("paper")["train"]
     assert paper["size"] == [256, 512] and paper["batch_size"] == 2 and paper["lr"] == 1e-4
     assert paper["align_patches"] == 4 and paper["disc_patches"] == [1, 4] and paper["r1_every"] == 4
     assert paper["loss"]["r1"] == 10.0 and paper["gan"] == "nonsaturating"

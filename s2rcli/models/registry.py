@@ -14,6 +14,7 @@ return class is checked against the contract of its kind
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..errors import S2RError
+from .config import Preset, TrainConfig, field_names
 from .contract import missing_methods
 
 KINDS = ("translation", "segmenter")
@@ -43,6 +45,8 @@ class ModelEntry:
     task: Callable[..., Any] | None = None
     data: tuple[str, ...] = ()
     labelled: tuple[str, ...] = ()
+    config: type | None = None
+    train_config: type = TrainConfig
 
     @property
     def trainable(self) -> bool:
@@ -55,19 +59,30 @@ class ModelEntry:
         return self.task(model, cfg, data, dist, device)
 
     def preset(self, name: str) -> dict[str, Any]:
-        """The preset's settings: ``{"model": kwargs, "train": hyper-parameters}``."""
+        """The preset's settings as plain dicts: ``{"model": kwargs, "train": hyper-parameters}``."""
         if name not in self.presets:
             raise S2RError(
                 f"model {self.name!r} has no preset {name!r}",
                 hint="valid presets: " + ", ".join(sorted(self.presets)),
             )
-        return self.presets[name]
+        preset = self.presets[name]
+        return preset.to_dict() if isinstance(preset, Preset) else preset
 
     def model_kwargs(self, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
         kwargs = dict(self.preset(preset).get("model", {})) if preset else {}
         kwargs.update(overrides)
         return kwargs
 
+    def build_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The constructor arguments: ``kwargs`` over the config class's defaults; unknown names are refused."""
+        if self.config is None:
+            return dict(kwargs)
+        valid = field_names(self.config)
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise S2RError(f"model {self.name!r} has no setting {', '.join(unknown)}",
+                           hint="valid model_kwargs: " + ", ".join(valid))
+        return dataclasses.asdict(self.config(**kwargs))
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
@@ -82,10 +97,15 @@ def register_model(
     task: Callable[..., Any] | None = None,
     data: tuple[str, ...] | None = None,
     labelled: tuple[str, ...] | None = None,
+    config: type | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a model factory (a class, or a function annotated with its return class).
 
     Args:
+        presets: name -> :class:`~s2rcli.models.config.Preset` (or a plain
+            ``{"model": {...}, "train": {...}}`` dict).
+        config: the dataclass of the network's settings (its defaults are used
+            for anything a preset or caller does not set).
         task: ``task(model, cfg, data, dist, device) -> TrainTask``; models without one
             are inference-only.
         data: the dataset roles it trains on (``cfg["data"][role]`` holds a spec, or a
@@ -102,8 +122,11 @@ def register_model(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
+    train_types = {type(p.train) for p in (presets or {}).values() if isinstance(p, Preset)}
+    if len(train_types) > 1:
+        raise ValueError(f"the presets of {name!r} use different training config classes")
     for preset_name, preset in (presets or {}).items():
-        unknown = set(preset) - {"model", "train"}
+        unknown = set() if isinstance(preset, Preset) else set(preset) - {"model", "train"}
         if unknown:
             raise ValueError(f"preset {preset_name!r} of {name!r} has unknown sections {sorted(unknown)}")
 
@@ -126,6 +149,8 @@ def register_model(
             task=task,
             data=tuple(data) if data is not None else DEFAULT_DATA_ROLES[kind],
             labelled=tuple(labelled) if labelled is not None else _default_labelled(kind, input_kind),
+            config=config,
+            train_config=next(iter(train_types)) if train_types else TrainConfig,
         )
         return factory
 
@@ -193,7 +218,7 @@ def create_model(name: str, preset: str | None = None, **kwargs: Any) -> Any:
     >>> net = create_model("unit", preset="tiny")
     """
     entry = get_model_entry(name)
-    return entry.factory(**entry.model_kwargs(preset, **kwargs))
+    return entry.factory(**entry.build_kwargs(entry.model_kwargs(preset, **kwargs)))
 
 
 def build_task(model: Any, cfg: dict[str, Any], data: dict[str, Any], dist: Any, device: Any) -> Any:

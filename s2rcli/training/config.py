@@ -13,13 +13,18 @@ step 0 and stored in every checkpoint::
      "train": {"steps", "batch_size", "lr", "betas", "weight_decay", "accumulate", "amp", "ema_decay",
                "workers", "checkpoint_every", "sample_every", "log_every", "loss": {...}, ...model keys}}
 
-A preset's ``train`` section supplies the defaults of ``train``; its ``size``
-key, if present, is the default of ``data.size``.
+A preset's ``train`` section (a :class:`~s2rcli.models.config.TrainConfig`
+subclass, the one typed place for defaults) supplies ``train``; its ``size``,
+if set, is the default of ``data.size`` and its ``label_space`` the run's.
+Keys that the model's training config does not have are refused, so a typo
+in ``--set`` fails instead of being ignored.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -27,6 +32,7 @@ from typing import Any, Iterable, Mapping
 from ..data.labels import get_label_space
 from ..errors import S2RError
 from ..models import get_model_entry
+from ..models.config import field_names
 from ..utils import sizes
 
 SECTIONS = ("model", "preset", "model_kwargs", "seed", "label_space", "data", "train")
@@ -34,25 +40,6 @@ SECTIONS = ("model", "preset", "model_kwargs", "seed", "label_space", "data", "t
 DEFAULT_DATA: dict[str, Any] = {"size": [256, 512], "scale_jitter": 0.125, "flip": True}
 # Pairing options of models that train on unpaired synthetic and real images.
 PAIRED_DATA: dict[str, Any] = {"smart_batch": False, "pairs": None}
-
-DEFAULT_TRAIN: dict[str, Any] = {
-    "steps": 100000,          # optimisation steps
-    "batch_size": 1,          # per process (DDP multiplies it by the number of processes)
-    "lr": 1e-4,
-    "betas": [0.5, 0.999],
-    "weight_decay": 0.0,
-    "accumulate": 1,          # micro-batches summed before each update (effective batch x N)
-    "amp": None,              # None, "bf16" or "fp16" (CUDA only)
-    "ema_decay": 0.999,       # EMA generator (G_ema), used by `s2r translate` by default
-    "workers": 0,             # DataLoader worker processes
-    "checkpoint_every": 1000,
-    "sample_every": 500,
-    "log_every": 10,
-    "samples": 4,             # images per domain in the sample grids
-    "channels_last": False,   # NHWC memory format (CUDA convs are often faster)
-    "loss": {},               # term -> weight; the model fills its defaults
-}
-
 
 def parse_value(text: str) -> Any:
     """``--set`` values: JSON when they parse (``2``, ``1e-4``, ``true``, ``[128,256]``, ``null``), else a string."""
@@ -125,20 +112,21 @@ def preset_defaults(model: str, preset: str) -> dict[str, Any]:
     """Engine defaults with the preset applied: the base of every resolution."""
     entry = get_model_entry(model)
     section = copy.deepcopy(entry.preset(preset))
-    train = section.get("train", {})
+    train = deep_merge(dataclasses.asdict(entry.train_config()), section.get("train", {}))
     data = {**{role: None for role in entry.data}, **DEFAULT_DATA}
     if {"synthetic", "real"} <= set(entry.data):
         data.update(PAIRED_DATA)
-    if "size" in train:
-        data["size"] = list(train.pop("size"))
+    size = train.pop("size", None)
+    if size:
+        data["size"] = list(size)
     return {
         "model": model,
         "preset": preset,
         "model_kwargs": section.get("model", {}),
         "seed": 0,
-        "label_space": train.pop("label_space", "cityscapes19"),
+        "label_space": train.pop("label_space", None) or "cityscapes19",
         "data": data,
-        "train": deep_merge(DEFAULT_TRAIN, train),
+        "train": train,
     }
 
 
@@ -185,8 +173,17 @@ def resolve_config(
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check the engine's keys (the model checks its own in ``make_task``); normalise types."""
+    """Check the keys against the model's typed training config and the engine's values; normalise types.
+
+    (The model checks the values of its own keys when it builds its task.)
+    """
     train, data = cfg["train"], cfg["data"]
+    known = set(field_names(get_model_entry(cfg["model"]).train_config)) - {"size", "label_space"}
+    for key in sorted(set(train) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        raise S2RError(f"train.{key} is not a setting of {cfg['model']}",
+                       hint=(f"did you mean train.{close[0]}? " if close else "") + "valid: "
+                       + ", ".join(sorted(known)))
     for key in ("steps", "batch_size", "accumulate", "checkpoint_every", "sample_every", "log_every", "workers"):
         value = train.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "workers" else 1):

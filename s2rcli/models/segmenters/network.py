@@ -129,15 +129,17 @@ class FastSeg(Segmenter):
             (ERFNet: 8, dilations cycling 2, 4, 8, 16).
         decoder_blocks: residual blocks after each decoder upsampling (ERFNet: 2, 2).
         dropout: dropout in the 1/4 and 1/8 blocks (ERFNet: 0.03, 0.3).
+
+    Defaults (ERFNet's) are ``FastSegConfig`` in ``task.py``.
     """
 
     def __init__(
         self,
-        num_classes: int = 19,
-        widths: Sequence[int] = (16, 64, 128),
-        encoder_blocks: Sequence[int] = (5, 8),
-        decoder_blocks: Sequence[int] = (2, 2),
-        dropout: Sequence[float] = (0.03, 0.3),
+        num_classes: int,
+        widths: Sequence[int],
+        encoder_blocks: Sequence[int],
+        decoder_blocks: Sequence[int],
+        dropout: Sequence[float],
     ):
         super().__init__()
         w1, w2, w3 = (int(w) for w in widths)

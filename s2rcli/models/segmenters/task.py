@@ -6,6 +6,7 @@ The networks are in ``network.py`` beside this file; the data source is
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -15,6 +16,7 @@ from ...data.seg_source import SegmentationData
 from ...device import DistInfo
 from ...errors import S2RError
 from ...losses.segmentation import IGNORE_INDEX, cross_entropy
+from ..config import Preset, TrainConfig
 from ..contract import Phase, TrainTask
 from ..registry import register_model
 from .network import FastSeg, Segmenter, TorchvisionSegmenter
@@ -108,26 +110,38 @@ def make_segmentation_task(
 
 # --- presets and registration ------------------------------------------------
 
-_TRAIN_COMMON = {
-    "lr_schedule": "poly",
-    "poly_power": 0.9,
-    "momentum": 0.9,
-    "betas": [0.9, 0.999],
-    "flip": True,
-    "crop_scale": [0.6, 1.0],
-    "accumulate": 1,
-    "amp": None,
-    "workers": 0,
-    "cache_mb": 1024,
-    "log_every": 10,
-    "checkpoint_every": 1000,
-    "backbone_weights": None,
-    "backbone_lr_mult": 1.0,
-}
+@dataclass
+class FastSegConfig:
+    """fastseg's network settings (constructor arguments of :class:`FastSeg`); defaults: ERFNet's."""
+
+    num_classes: int = 19
+    widths: list[int] = field(default_factory=lambda: [16, 64, 128])    # channels after the three downsamplers
+    encoder_blocks: list[int] = field(default_factory=lambda: [5, 8])    # blocks at 1/4 and (dilated) at 1/8
+    decoder_blocks: list[int] = field(default_factory=lambda: [2, 2])
+    dropout: list[float] = field(default_factory=lambda: [0.03, 0.3])
 
 
-def _preset(model: dict[str, Any], **train: Any) -> dict[str, Any]:
-    return {"model": model, "train": {**_TRAIN_COMMON, **train}}
+@dataclass
+class TorchvisionConfig:
+    """Settings of the torchvision segmenters."""
+
+    num_classes: int = 19
+
+
+@dataclass
+class SegTrain(TrainConfig):
+    """Segmenter training: the engine's options plus optimiser, poly schedule, augmentation and backbone."""
+
+    optimizer: str = "adam"            # adam, adamw or sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9              # sgd
+    lr_schedule: str = "poly"          # poly (power poly_power down to 0 at the last step) or constant
+    poly_power: float = 0.9
+    flip: bool = True
+    crop_scale: list[float] = field(default_factory=lambda: [0.6, 1.0])  # random crop side, as a share, resized back
+    cache_mb: float = 1024             # keep decoded training items in memory up to this size
+    backbone_weights: str | None = None  # deeplabv3/fcn: ImageNet ResNet-50 weights (path, "random", None: cache)
+    backbone_lr_mult: float = 1.0
 
 
 @register_model(
@@ -135,16 +149,12 @@ def _preset(model: dict[str, Any], **train: Any) -> dict[str, Any]:
     kind="segmenter",
     input_kind="image",
     task=make_segmentation_task,
+    config=FastSegConfig,
     presets={
-        "tiny": _preset(
-            {"num_classes": 19, "widths": [8, 32, 64], "encoder_blocks": [2, 4], "decoder_blocks": [1, 1], "dropout": [0.0, 0.0]},
-            steps=600, batch_size=8, size=[64, 128], optimizer="adam", lr=5e-3, weight_decay=1e-4,
-        ),
-        "paper": _preset(
-            {"num_classes": 19, "widths": [16, 64, 128], "encoder_blocks": [5, 8], "decoder_blocks": [2, 2],
-             "dropout": [0.03, 0.3]},
-            steps=60000, batch_size=6, size=[256, 512], optimizer="adam", lr=5e-4, weight_decay=1e-4,
-        ),
+        "tiny": Preset(FastSegConfig(widths=[8, 32, 64], encoder_blocks=[2, 4], decoder_blocks=[1, 1], dropout=[0.0, 0.0]),
+                       SegTrain(steps=600, batch_size=8, size=[64, 128], lr=5e-3, weight_decay=1e-4)),
+        "paper": Preset(FastSegConfig(),
+                        SegTrain(steps=60000, batch_size=6, size=[256, 512], lr=5e-4, weight_decay=1e-4)),
     },
     description="ERFNet-like segmenter that trains from scratch on a CPU",
 )
@@ -153,26 +163,25 @@ def fastseg(**kwargs: Any) -> FastSeg:
     return FastSeg(**kwargs)
 
 
-def _torchvision_presets() -> dict[str, dict[str, Any]]:
-    return {
-        "tiny": _preset({"num_classes": 19}, steps=50, batch_size=2, size=[64, 128], optimizer="sgd", lr=1e-2,
-                        weight_decay=1e-4),
-        "paper": _preset({"num_classes": 19}, steps=40000, batch_size=8, size=[256, 512], optimizer="sgd", lr=1e-2,
-                         weight_decay=1e-4, backbone_lr_mult=1.0),
-    }
+TORCHVISION_PRESETS = {
+    "tiny": Preset(TorchvisionConfig(), SegTrain(steps=50, batch_size=2, size=[64, 128], optimizer="sgd", lr=1e-2,
+                                                 weight_decay=1e-4)),
+    "paper": Preset(TorchvisionConfig(), SegTrain(steps=40000, batch_size=8, size=[256, 512], optimizer="sgd",
+                                                  lr=1e-2, weight_decay=1e-4)),
+}
 
 
-@register_model("deeplabv3", kind="segmenter", input_kind="image", presets=_torchvision_presets(),
-                task=make_segmentation_task,
+@register_model("deeplabv3", kind="segmenter", input_kind="image", presets=TORCHVISION_PRESETS,
+                config=TorchvisionConfig, task=make_segmentation_task,
                 description="torchvision DeepLabV3, ResNet-50 backbone (optional ImageNet weights)")
-def deeplabv3(num_classes: int = 19) -> TorchvisionSegmenter:
+def deeplabv3(num_classes: int) -> TorchvisionSegmenter:
     """torchvision DeepLabV3 with a ResNet-50 backbone."""
     return TorchvisionSegmenter("deeplabv3", num_classes=num_classes)
 
 
-@register_model("fcn", kind="segmenter", input_kind="image", presets=_torchvision_presets(),
-                task=make_segmentation_task,
+@register_model("fcn", kind="segmenter", input_kind="image", presets=TORCHVISION_PRESETS,
+                config=TorchvisionConfig, task=make_segmentation_task,
                 description="torchvision FCN, ResNet-50 backbone (optional ImageNet weights)")
-def fcn(num_classes: int = 19) -> TorchvisionSegmenter:
+def fcn(num_classes: int) -> TorchvisionSegmenter:
     """torchvision FCN with a ResNet-50 backbone."""
     return TorchvisionSegmenter("fcn", num_classes=num_classes)

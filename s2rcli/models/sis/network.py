@@ -235,25 +235,26 @@ class FeatureDiscriminatorEnsemble(nn.Module):
 class SIS(nn.Module):
     """The ``sis`` model: ``G``, ``D_u`` and ``D_l`` (the frozen VGG lives in the training task).
 
-    Inference: :meth:`generate`. Training: ``make_sis_task`` in ``task.py``.
+    Inference: :meth:`generate`. Training: ``make_sis_task`` in ``task.py``, where
+    ``SISConfig`` holds these settings and their defaults.
     """
 
     def __init__(
         self,
-        label_space: str = "cityscapes19",
-        num_classes: int | None = None,   # None: taken from label_space
-        z_dim: int = 64,
-        ngf: int = 64,
-        g_mults: Sequence[int] = (16, 16, 16, 8, 4, 2, 1),
-        spade_hidden: int = 128,
-        norm: str = "instance",
-        g_spectral: bool = True,
-        unknown: str = "channel",
-        du_channels: Sequence[int] = (64, 128, 256, 512, 512, 512),
-        vgg_arch: str = "vgg16",
-        d_layers: Sequence[str] = ("relu3_3", "relu4_3", "relu5_3"),
-        dl_width: int = 256,
-        dl_groups: int = 8,
+        label_space: str,
+        num_classes: int | None,   # None: taken from label_space
+        z_dim: int,
+        ngf: int,
+        g_mults: Sequence[int],
+        spade_hidden: int,
+        norm: str,
+        g_spectral: bool,
+        unknown: str,
+        du_channels: Sequence[int],
+        vgg_arch: str,
+        d_layers: Sequence[str],
+        dl_width: int,
+        dl_groups: int,
     ):
         super().__init__()
         if norm not in NORMS:

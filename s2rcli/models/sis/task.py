@@ -6,8 +6,9 @@ The networks are in ``network.py`` beside this file; the method is described in
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from ...errors import S2RError
 from ...losses import gan
 from ...losses.alignment import patch_grid, patchify, perceptual_distance
 from ...losses.perceptual import VGGFeatures, vgg_relu_names
+from ..config import Preset, TrainConfig, field_names
 from ..contract import Phase, TrainTask
 from ..registry import register_model
 from .network import LPIPS_LAYERS, SIS
@@ -32,22 +34,51 @@ DEFAULT_LOSS = {
     "r1": 10.0,      # R1 gamma on D_u (applied as gamma / 2 * r1_every every r1_every steps)
 }
 
-DEFAULT_TRAIN = {
-    "loss": DEFAULT_LOSS,
-    "gan": "nonsaturating",
-    "r1_every": 4,
-    "align_patches": 4,             # Table III: 1 (config A), 4 (B, the paper's best), 16 (C)
-    "disc_patches": [1, 4],         # Table IV: patches seen by [D_u, {D_l}]; [1, 4] is config E
-    "align_layers": list(LPIPS_LAYERS),
-    "vgg_weights": None,            # path, "random", or None for the cache / download
-    "lr_d": None,                   # discriminators' lr (None: same as lr)
-    "sample_draws": 3,              # noise draws per label in the sample grids
-}
+@dataclass
+class SISConfig:
+    """sis's network settings (constructor arguments of :class:`SIS`); defaults: the paper's."""
+
+    label_space: str = "cityscapes19"
+    num_classes: int | None = None       # None: taken from label_space
+    z_dim: int = 64                      # noise channels, broadcast over the image
+    ngf: int = 64                        # generator base width
+    g_mults: list[int] = field(default_factory=lambda: [16, 16, 16, 8, 4, 2, 1])  # width multipliers per block
+    spade_hidden: int = 128
+    norm: str = "instance"               # SPADE's parameter-free norm: instance, batch or none
+    g_spectral: bool = True
+    unknown: str = "channel"             # label 255 as an extra one-hot channel, or "zero"
+    du_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 512, 512])  # wavelet D_u widths
+    vgg_arch: str = "vgg16"
+    d_layers: list[str] = field(default_factory=lambda: ["relu3_3", "relu4_3", "relu5_3"])  # taps of the D_l ensemble
+    dl_width: int = 256
+    dl_groups: int = 8
+
+
+@dataclass
+class SISTrain(TrainConfig):
+    """sis's training options: the engine's plus the losses, R1 and the patch ablations."""
+
+    batch_size: int = 2
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    loss: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS))
+    gan: str = "nonsaturating"
+    r1_every: int = 4
+    align_patches: int = 4             # Table III: 1 (config A), 4 (B, the paper's best), 16 (C)
+    disc_patches: list[int] = field(default_factory=lambda: [1, 4])  # Table IV: patches seen by [D_u, {D_l}]; [1, 4] is E
+    align_layers: list[str] = field(default_factory=lambda: list(LPIPS_LAYERS))
+    vgg_weights: str | None = None     # path, "random", or None for the cache / download
+    lr_d: float | None = None          # discriminators' lr (None: same as lr)
+    sample_draws: int = 3              # noise draws per label in the sample grids
+
+
+# The options sis adds to the engine's, with their defaults.
+SIS_OPTIONS = {name: value for name, value in dataclasses.asdict(SISTrain()).items()
+               if name not in field_names(TrainConfig)}
 
 
 def sis_train_options(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The sis-specific training options with defaults filled in, validated."""
-    opts = {**DEFAULT_TRAIN, **{k: v for k, v in train_cfg.items() if k in DEFAULT_TRAIN and v is not None}}
+    opts = {**SIS_OPTIONS, **{k: v for k, v in train_cfg.items() if k in SIS_OPTIONS and v is not None}}
     opts["vgg_weights"] = train_cfg.get("vgg_weights")
     unknown_terms = set(train_cfg.get("loss") or {}) - set(DEFAULT_LOSS)
     if unknown_terms:
@@ -284,32 +315,22 @@ def frozen_vgg(arch: str, layers: Sequence[str], weights: str | None, device) ->
 # --- registration ------------------------------------------------------------------------------
 
 # tiny: small widths, and VGG16 only up to relu3_3 (a third of the CPU time of relu4_3 and beyond).
-TINY_MODEL = dict(ngf=16, g_mults=[4, 4, 2, 1, 1], spade_hidden=32, du_channels=[32, 64, 64, 128],
-                  d_layers=["relu2_2", "relu3_3"], dl_width=32, dl_groups=4)
-PAPER_MODEL = dict(ngf=64, g_mults=[16, 16, 16, 8, 4, 2, 1], spade_hidden=128, du_channels=[64, 128, 256, 512, 512, 512],
-                   d_layers=["relu3_3", "relu4_3", "relu5_3"], dl_width=256, dl_groups=8)
-
 PRESETS = {
-    "tiny": {
-        "model": TINY_MODEL,
-        "train": {
-            "size": [64, 128], "steps": 2000, "batch_size": 2, "lr": 5e-4, "betas": [0.0, 0.999], "ema_decay": 0.99,
-            "checkpoint_every": 500, "sample_every": 250, "log_every": 10,
-            **DEFAULT_TRAIN, "align_layers": ["relu1_2", "relu2_2", "relu3_3"],
-        },
-    },
-    "paper": {
-        "model": PAPER_MODEL,
-        "train": {
-            "size": [256, 512], "steps": 200000, "batch_size": 2, "lr": 1e-4, "betas": [0.0, 0.999],
-            "ema_decay": 0.9999, "workers": 4, "checkpoint_every": 5000, "sample_every": 1000, "log_every": 50,
-            **DEFAULT_TRAIN,
-        },
-    },
+    "tiny": Preset(
+        SISConfig(ngf=16, g_mults=[4, 4, 2, 1, 1], spade_hidden=32, du_channels=[32, 64, 64, 128],
+                  d_layers=["relu2_2", "relu3_3"], dl_width=32, dl_groups=4),
+        SISTrain(size=[64, 128], steps=2000, lr=5e-4, ema_decay=0.99, checkpoint_every=500, sample_every=250,
+                 align_layers=["relu1_2", "relu2_2", "relu3_3"]),
+    ),
+    "paper": Preset(
+        SISConfig(),
+        SISTrain(size=[256, 512], steps=200000, ema_decay=0.9999, workers=4, checkpoint_every=5000,
+                 sample_every=1000, log_every=50),
+    ),
 }
 
 
-@register_model("sis", kind="translation", input_kind="label", presets=PRESETS, task=make_sis_task)
+@register_model("sis", kind="translation", input_kind="label", presets=PRESETS, config=SISConfig, task=make_sis_task)
 def sis(**kwargs: Any) -> SIS:
     """Pragmatic synthetic-to-real semantic image synthesis: labels + noise -> realistic image (paper 000)."""
     return SIS(**kwargs)

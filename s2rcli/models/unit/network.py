@@ -85,12 +85,15 @@ class UNITGenerator(nn.Module):
 
 
 class UNIT(nn.Module):
-    """The registered module: generator ``G`` (both VAEs) and discriminators ``D["a"]``, ``D["b"]``."""
+    """The registered module: generator ``G`` (both VAEs) and discriminators ``D["a"]``, ``D["b"]``.
+
+    Its settings and their defaults are ``UNITConfig`` in ``task.py``.
+    """
 
     input_kind = "image"
 
-    def __init__(self, channels: int = 64, n_down: int = 2, n_res: int = 4, n_shared: int = 1, share: bool = True,
-                 d_channels: int = 64, d_layers: int = 4, d_scales: int = 3):
+    def __init__(self, channels: int, n_down: int, n_res: int, n_shared: int, share: bool,
+                 d_channels: int, d_layers: int, d_scales: int):
         super().__init__()
         self.G = init_weights(UNITGenerator(channels, n_down, n_res, n_shared, share), "kaiming")
         self.D = nn.ModuleDict({

@@ -5,7 +5,7 @@ The networks are in ``network.py`` beside this file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from ...data.pair_source import make_pair_source
 from ...errors import S2RError
 from ...losses import gan
 from ...losses.perceptual import VGGFeatures
+from ..config import Preset, TrainConfig
 from ..contract import Phase, TrainTask
 from ..registry import register_model
 from .network import UNIT, UNITGenerator
@@ -152,25 +153,47 @@ class UNITTask(TrainTask):
         return grid.clamp(0, 1)
 
 
-_TINY = {
-    "model": {"channels": 16, "n_down": 2, "n_res": 2, "n_shared": 1, "share": True,
-              "d_channels": 16, "d_layers": 3, "d_scales": 3},
-    "train": {"size": [64, 128], "steps": 300, "batch_size": 1, "lr": 2e-4, "betas": [0.5, 0.999],
-              "weight_decay": 1e-4, "lr_step": 100000, "lr_gamma": 0.5, "gan_mode": "lsgan",
-              "loss": dict(LOSS_WEIGHTS), "ema_decay": 0.999, "checkpoint_every": 100, "sample_every": 50,
-              "log_every": 10},
-}
-_PAPER = {
-    "model": {"channels": 64, "n_down": 2, "n_res": 4, "n_shared": 1, "share": True,
-              "d_channels": 64, "d_layers": 4, "d_scales": 3},
-    "train": {"size": [256, 512], "steps": 200000, "batch_size": 1, "lr": 1e-4, "betas": [0.5, 0.999],
-              "weight_decay": 1e-4, "lr_step": 100000, "lr_gamma": 0.5, "gan_mode": "lsgan",
-              "loss": dict(LOSS_WEIGHTS), "ema_decay": 0.999, "checkpoint_every": 5000, "sample_every": 1000,
-              "log_every": 100},
+@dataclass
+class UNITConfig:
+    """UNIT's network settings (constructor arguments of :class:`UNIT`); defaults: the paper's."""
+
+    channels: int = 64      # encoder width after the first conv
+    n_down: int = 2         # stride-2 convs in the encoder (output stride 2**n_down)
+    n_res: int = 4          # residual blocks in encoder and decoder
+    n_shared: int = 1       # of which shared between the domains
+    share: bool = True      # share them at all (the shared latent space)
+    d_channels: int = 64    # discriminator width
+    d_layers: int = 4       # discriminator depth
+    d_scales: int = 3       # multi-scale discriminator scales
+
+
+@dataclass
+class UNITTrain(TrainConfig):
+    """UNIT's training options: the engine's plus the schedule, GAN loss and VGG term."""
+
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 1e-4
+    lr_step: int = 100000       # halve the learning rate every lr_step steps
+    lr_gamma: float = 0.5
+    gan_mode: str = "lsgan"
+    vgg_weights: str | None = None  # for the optional perceptual term: a path, "random", or None (cache/download)
+    loss: dict[str, float] = field(default_factory=lambda: dict(LOSS_WEIGHTS))
+
+
+PRESETS = {
+    "tiny": Preset(
+        UNITConfig(channels=16, n_res=2, d_channels=16, d_layers=3),
+        UNITTrain(size=[64, 128], steps=300, lr=2e-4, checkpoint_every=100, sample_every=50),
+    ),
+    "paper": Preset(
+        UNITConfig(),
+        UNITTrain(size=[256, 512], steps=200000, checkpoint_every=5000, sample_every=1000, log_every=100),
+    ),
 }
 
 
-@register_model("unit", kind="translation", input_kind="image", presets={"tiny": _TINY, "paper": _PAPER},
+@register_model("unit", kind="translation", input_kind="image", presets=PRESETS, config=UNITConfig,
                 task=make_unit_task)
 def unit(**kwargs) -> UNIT:
     """UNIT VAE-GAN with a shared latent space (Liu et al. 2017; paper 001's base)."""
