@@ -25,7 +25,7 @@ def test_paper_preset_matches_the_design():
     cfg = preset_defaults("unit", "paper")
     assert cfg["data"]["size"] == [256, 512] and cfg["train"]["batch_size"] == 1
     assert cfg["train"]["loss"] == {"gan": 1.0, "recon_x": 10.0, "recon_kl": 0.01, "cyc_x": 10.0, "cyc_kl": 0.01,
-                                    "vgg": 0.0}
+                                    "vgg": 0.0, "sem": 0.0}
     assert cfg["train"]["lr"] == 1e-4 and cfg["train"]["betas"] == [0.5, 0.999]
     assert cfg["train"]["weight_decay"] == 1e-4 and cfg["train"]["lr_step"] == 100000
     net = create_model("unit", **cfg["model_kwargs"])
@@ -163,3 +163,42 @@ def test_layer_norm_normalises_each_sample():
     y = ln(x)
     assert torch.allclose(y.flatten(1).mean(1), torch.zeros(3), atol=1e-5)
     assert torch.allclose(y.flatten(1).std(1, unbiased=False), torch.ones(3), atol=1e-3)
+
+
+def _task(**train):
+    cfg = preset_defaults("unit", "tiny")
+    cfg["data"].update(synthetic="mem", real="mem", size=[32, 48])
+    cfg["train"].update(batch_size=2, **{k: v for k, v in train.items() if k != "loss"})
+    cfg["train"]["loss"].update(train.get("loss", {}))
+    torch.manual_seed(0)
+    net = create_model("unit", **SMALL)
+    return build_task(net, cfg, {"synthetic": MemoryDataset(3), "real": MemoryDataset(3, seed=1)}, DistInfo(), "cpu")
+
+
+def test_vae_noise_zero_makes_the_generator_terms_deterministic():
+    task = _task(vae_noise=0.0)
+    batch = next(iter(task.data))
+    first, second = task.loss("G", batch, 0), task.loss("G", batch, 0)
+    assert torch.equal(first["recon_x"], second["recon_x"]) and torch.equal(first["cyc_x"], second["cyc_x"])
+    noisy = _task(vae_noise=1.0)
+    a, b = noisy.loss("G", batch, 0), noisy.loss("G", batch, 0)
+    assert not torch.equal(a["recon_x"], b["recon_x"])  # the reduced VAE draws noise each time
+    with pytest.raises(S2RError, match="vae_noise"):
+        _task(vae_noise=-1.0)
+
+
+def test_semantic_consistency_adds_a_segmenter_phase_and_term():
+    task = _task(loss={"sem": 1.0})
+    assert [p.name for p in task.phases] == ["S", "D", "G"] and "S" in task.nets
+    batch = next(iter(task.data))
+    assert "a_label" in batch
+    s_terms = task.loss("S", batch, 0)
+    assert set(s_terms) == {"loss", "ce_a", "ce_ab"} and s_terms["ce_a"] > 0
+    g_terms = task.loss("G", batch, 0)
+    assert "sem" in g_terms and g_terms["sem"] > 0
+    # the term reaches the generator: its gradient is non-zero
+    task.nets["G"].zero_grad()
+    g_terms["sem"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.nets["G"].parameters())
+    off = _task()
+    assert "sem" not in off.loss("G", next(iter(off.data)), 0) and "S" not in off.nets

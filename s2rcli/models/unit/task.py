@@ -16,15 +16,17 @@ from torchvision.utils import make_grid
 from ... import pretrained
 from ...console import warn
 from ...data.pair_source import make_pair_source
+from ...data.labels import get_label_space
 from ...errors import S2RError
 from ...losses import gan
 from ...losses.perceptual import VGGFeatures
+from ...losses.segmentation import IGNORE_INDEX, cross_entropy
 from ..config import Preset, TrainConfig
 from ..contract import Phase, TrainTask
-from ..registry import register_model
+from ..registry import create_model, register_model
 from .network import UNIT, UNITGenerator
 
-LOSS_WEIGHTS = {"gan": 1.0, "recon_x": 10.0, "recon_kl": 0.01, "cyc_x": 10.0, "cyc_kl": 0.01, "vgg": 0.0}
+LOSS_WEIGHTS = {"gan": 1.0, "recon_x": 10.0, "recon_kl": 0.01, "cyc_x": 10.0, "cyc_kl": 0.01, "vgg": 0.0, "sem": 0.0}
 
 
 def make_unit_task(model: UNIT, cfg: dict[str, Any], data: dict[str, Any], dist, device) -> "UNITTask":
@@ -42,23 +44,36 @@ def make_unit_task(model: UNIT, cfg: dict[str, Any], data: dict[str, Any], dist,
         vgg = InstanceNormVGG(choice).to(device)
     elif train.get("vgg_weights"):
         warn("--vgg-weights is given but the perceptual term is off; enable it with --set train.loss.vgg=1")
-    criterion = UNITLoss(model.G, model.D, weights, gan_mode=train.get("gan_mode", "lsgan"), vgg=vgg)
+    noise = float(train.get("vae_noise", 1.0))
+    if noise < 0:
+        raise S2RError(f"train.vae_noise must be >= 0, got {noise}")
+    semantic = weights["sem"] > 0
+    aux = None
+    if semantic:  # an auxiliary segmenter, trained on the synthetic labels alongside (see UNITLoss.s_terms)
+        classes = get_label_space(cfg.get("label_space") or "cityscapes19").num_classes
+        aux = create_model(str(train.get("sem_segmenter", "fastseg")), preset="tiny", num_classes=classes)
+    criterion = UNITLoss(model.G, model.D, weights, gan_mode=train.get("gan_mode", "lsgan"), vgg=vgg,
+                         noise=noise, segmenter=aux)
     lr, betas, wd = float(train["lr"]), tuple(train["betas"]), float(train["weight_decay"])
     optimizers = {
         "G": torch.optim.Adam(model.G.parameters(), lr=lr, betas=betas, weight_decay=wd),
         "D": torch.optim.Adam(model.D.parameters(), lr=lr, betas=betas, weight_decay=wd),
     }
+    nets: dict[str, nn.Module] = {"G": model.G, "D": model.D}
+    phases = [Phase("D", optimizer="D", nets=("D",)), Phase("G", optimizer="G", nets=("G",))]
+    if aux is not None:
+        nets["S"] = aux
+        optimizers["S"] = torch.optim.Adam(aux.parameters(), lr=float(train.get("sem_lr", 1e-3)), betas=(0.9, 0.999))
+        phases.insert(0, Phase("S", optimizer="S", nets=("S",)))
     schedulers = {
         name: torch.optim.lr_scheduler.StepLR(opt, step_size=int(train.get("lr_step", 100000)),
                                               gamma=float(train.get("lr_gamma", 0.5)))
         for name, opt in optimizers.items()
     }
-    source = make_pair_source(cfg, data, dist)
+    source = make_pair_source(cfg, data, dist, labels=semantic)
     return UNITTask(
         model_name=cfg["model"], model_kwargs=dict(cfg["model_kwargs"]), model=model,
-        nets={"G": model.G, "D": model.D},
-        phases=[Phase("D", optimizer="D", nets=("D",)), Phase("G", optimizer="G", nets=("G",))],
-        optimizers=optimizers, schedulers=schedulers, data=source, ema={"G_ema": "G"},
+        nets=nets, phases=phases, optimizers=optimizers, schedulers=schedulers, data=source, ema={"G_ema": "G"},
         label_space=cfg.get("label_space"), monitor=None, criterion=criterion,
     )
 
@@ -81,16 +96,32 @@ class UNITLoss:
 
     Each term is summed over both domains and reported unweighted; ``loss`` is
     the weighted total that is back-propagated. Weights (``LOSS_WEIGHTS``): gan 1,
-    recon_x 10, recon_kl 0.01, cyc_x 10, cyc_kl 0.01, vgg 0 (off).
+    recon_x 10, recon_kl 0.01, cyc_x 10, cyc_kl 0.01, vgg 0 (off), sem 0 (off).
+
+    ``noise`` is the standard deviation of the reduced VAE's code noise (1 in
+    UNIT; 0 makes it a plain auto-encoder). With a ``segmenter``, the ``sem``
+    term asks that the translation of a synthetic image still segments into the
+    synthetic labels (semantic consistency); the segmenter itself trains in
+    phase ``S`` on the synthetic images and on their (detached) translations.
     """
 
     def __init__(self, G: UNITGenerator, D: nn.ModuleDict, weights: dict[str, float], *, gan_mode: str = "lsgan",
-                 vgg: nn.Module | None = None):
+                 vgg: nn.Module | None = None, noise: float = 1.0, segmenter: nn.Module | None = None):
         self.G, self.D, self.w, self.gan_mode, self.vgg = G, D, dict(weights), gan_mode, vgg
+        self.noise, self.segmenter = float(noise), segmenter
 
-    @staticmethod
-    def _sample(h: torch.Tensor) -> torch.Tensor:
-        return h + torch.randn_like(h)  # reduced VAE: unit variance, learned mean
+    def _sample(self, h: torch.Tensor) -> torch.Tensor:
+        if self.noise == 0:
+            return h
+        return h + self.noise * torch.randn_like(h)  # reduced VAE: fixed variance, learned mean
+
+    def s_terms(self, x_a: torch.Tensor, y_a: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The auxiliary segmenter learns the synthetic labels on the synthetic images and their translations."""
+        with torch.no_grad():
+            x_ab = self.G.decode(self._sample(self.G.encode(x_a, "a")), "b")
+        ce_a = cross_entropy(self.segmenter(x_a), y_a, ignore_index=IGNORE_INDEX)
+        ce_ab = cross_entropy(self.segmenter(x_ab), y_a, ignore_index=IGNORE_INDEX)
+        return {"loss": ce_a + ce_ab, "ce_a": ce_a, "ce_ab": ce_ab}
 
     def d_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
         G, D = self.G, self.D
@@ -102,7 +133,7 @@ class UNITLoss:
         gan_total = adv_a + adv_b
         return {"loss": self.w["gan"] * gan_total, "gan": gan_total, "gan_a": adv_a, "gan_b": adv_b}
 
-    def g_terms(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    def g_terms(self, x_a: torch.Tensor, x_b: torch.Tensor, y_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         G, D, w = self.G, self.D, self.w
         h_a, h_b = G.encode(x_a, "a"), G.encode(x_b, "b")
         z_a, z_b = self._sample(h_a), self._sample(h_b)
@@ -120,6 +151,8 @@ class UNITLoss:
         }
         if self.vgg is not None:
             terms["vgg"] = self.vgg(x_ba, x_b) + self.vgg(x_ab, x_a)
+        if self.segmenter is not None and y_a is not None:
+            terms["sem"] = cross_entropy(self.segmenter(x_ab), y_a, ignore_index=IGNORE_INDEX)
         terms["loss"] = sum(w[name] * value for name, value in terms.items())
         return terms
 
@@ -133,7 +166,9 @@ class UNITTask(TrainTask):
     def loss(self, phase: str, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         if phase == "D":
             return self.criterion.d_terms(batch["a"], batch["b"])
-        return self.criterion.g_terms(batch["a"], batch["b"])
+        if phase == "S":
+            return self.criterion.s_terms(batch["a"], batch["a_label"])
+        return self.criterion.g_terms(batch["a"], batch["b"], batch.get("a_label"))
 
     @torch.no_grad()
     def samples(self, batch: dict[str, torch.Tensor], G: nn.Module | None = None) -> torch.Tensor:
@@ -178,6 +213,9 @@ class UNITTrain(TrainConfig):
     lr_gamma: float = 0.5
     gan_mode: str = "lsgan"
     vgg_weights: str | None = None  # for the optional perceptual term: a path, "random", or None (cache/download)
+    vae_noise: float = 1.0          # std of the reduced VAE's code noise (0: a deterministic auto-encoder)
+    sem_segmenter: str = "fastseg"  # the auxiliary segmenter of the sem term (tiny preset), trained alongside
+    sem_lr: float = 1e-3
     loss: dict[str, float] = field(default_factory=lambda: dict(LOSS_WEIGHTS))
 
 
