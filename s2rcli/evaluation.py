@@ -30,7 +30,8 @@ from .data.labels import get_label_space
 from .data.torchdata import image_to_tensor, resize_image
 from .device import resolve_device
 from .errors import S2RError
-from .metrics.fid import open_image_set
+from .inference import open_with_label_format
+from .metrics.fid import open_images
 from .metrics.segmentation import ConfusionMatrix, default_subsets
 from .models import get_model_entry, model_from_checkpoint
 from .training.runner import train_run
@@ -197,21 +198,25 @@ def score_generated(
     size: tuple[int, int] | None = None,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
+    label_space: str | None = None,
 ) -> dict[str, Any]:
     """Segment generated images and score them against the labels they were generated from.
 
     Args:
-        images: folder of generated images (``images/`` inside it if present); names
-            mirror the label names, optionally with an ``_sNN`` sample suffix.
+        images: folder of generated images (``images/`` inside it if present), or any dataset
+            spec (its images); names mirror the label names, optionally with an ``_sNN`` sample suffix.
         labels: dataset spec of the label maps (in the segmenter's label space).
         segmenter: a segmenter checkpoint.
         size: working size ``(H, W)``; default the segmenter's training size.
+        label_space: the raw label values of a plain ``labels`` folder (``gta5``, ``synthia``, ...,
+            ``trainid``; see :data:`s2rcli.inference.LABEL_FORMATS`), converted into the segmenter's space.
     """
-    generated = open_image_set(images)
+    generated = open_images(images)
     model, ckpt, space = load_segmenter(segmenter, device)
-    label_set = open_dataset(labels, space.name)
+    label_set = open_with_label_format(labels, space.name, label_space)
     if not label_set.has_labels:
-        raise S2RError(f"{labels} has no labels", hint="pass the labelled spec the images were generated from")
+        raise S2RError(f"{labels} has no labels", hint="pass the labelled spec the images were generated from, "
+                                                       "or a folder of label files with --label-space")
     pairs, unmatched = match_generated(generated.names, label_set.names)
     if not pairs:
         example = generated.names[0]
@@ -233,6 +238,7 @@ def score_generated(
         "segmenter": str(segmenter),
         "segmenter_model": ckpt.get("model"),
         "label_space": space.name,
+        "labels_read_as": label_space,
         "size": list(work_size) if work_size else None,
         "scored": len(pairs),
         "unmatched": len(unmatched),

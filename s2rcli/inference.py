@@ -12,11 +12,28 @@ Outputs mirror the input names, always as PNG::
     OUT/images/<name>.png          (label models with samples > 1: <name>_sNN.png)
     OUT/labels/<name>.png          when the input has labels (one per output image, <name>_sNN.png too),
                                    so OUT is a valid folder: dataset for segmentation training
-    OUT/manifest.json              checkpoint, direction, counts, label space ("space")
+    OUT/manifest.json              checkpoint, direction, counts, label space ("space"), and what
+                                   ``--skip-existing`` checks (below)
+    OUT/.s2r.lock                  while a run writes into OUT (a second run is refused)
+
+The manifest (``"kind": "s2r translate"``) lists every output image it vouches for
+(``outputs``, old and new after a ``--skip-existing`` run) and what made them: the
+checkpoint's content hash (``checkpoint_sha256``: a copied or moved checkpoint is still the
+same one, a retrained ``latest.pt`` is not), the input spec with an absolute path
+(``input_spec``), and the settings that change pixels (``settings``: size, EMA, label space,
+and direction and tile for image models or samples and seed for label models; a tile only
+counts when some image was larger than it). ``--skip-existing`` keeps an output only when all
+three match and the output is listed; otherwise it refuses. The manifest is written before the
+first output and brought up to date as the run goes (``status``: ``incomplete`` until the end,
+then ``complete``), so an interrupted or failed run leaves a truthful record.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,14 +45,16 @@ from torch.nn import functional as F
 
 from . import __version__
 from .checkpoint import load_checkpoint
-from .console import info, track
+from .console import info, track, warn
 from .data import io
-from .data.datasets import open_dataset
+from .data.datasets import Dataset, Sample, Spec, open_dataset, parse_spec
 from .data.io import write_png
+from .data.labels import RawTable, get_label_space, identity_table
+from .data.tables import CARLA_TABLES, CITYSCAPES_LABEL_IDS, MAPILLARY_TABLES, SYNTHIA
 from .data.torchdata import image_to_tensor, resize_image, resize_label, tensor_to_image
 from .errors import S2RError
 from .models import get_model_entry, model_from_checkpoint
-from .utils.atomic import atomic_write_json
+from .utils.atomic import atomic_write_json, folder_lock, writing
 
 DEFAULT_TILE = 1024
 DIRECTIONS = ("a2b", "b2a")  # domain a = synthetic, b = real
@@ -120,6 +139,77 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, strid
 # --- input handling -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LabelFormat:
+    """How to read label files that hold a dataset's raw values (``--label-space``)."""
+
+    description: str
+    table: RawTable
+    decode: Callable[[Path], np.ndarray]
+
+
+LABEL_FORMATS: dict[str, LabelFormat] = {
+    "trainid": LabelFormat("Cityscapes trainIds 0-18, 255 = ignore (labels already converted)",
+                           identity_table("cityscapes19"), io.read_index_label),
+    "cityscapes": LabelFormat("Cityscapes labelIds 0-33 (*_gtFine_labelIds.png)", CITYSCAPES_LABEL_IDS,
+                              io.read_index_label),
+    "gta5": LabelFormat("GTA5 palette PNGs, index = Cityscapes labelId", CITYSCAPES_LABEL_IDS, io.read_index_label),
+    "synscapes": LabelFormat("Synscapes img/class PNGs (Cityscapes labelIds)", CITYSCAPES_LABEL_IDS,
+                             io.read_index_label),
+    "synthia": LabelFormat("SYNTHIA class ids 0-22 (16-bit PNGs, id in the first channel)", SYNTHIA,
+                           io.read_first_channel_16bit),
+    "mapillary": LabelFormat("Mapillary Vistas v1.2 ids 0-65 (minimal mapping)", MAPILLARY_TABLES["minimal"],
+                             io.read_index_label),
+    "carla-0.9.13": LabelFormat("CARLA 0.9.10-0.9.13 semantic tags 0-22 (red channel)", CARLA_TABLES["0.9.13"],
+                                io.read_red_channel),
+    "carla-0.9.14": LabelFormat("CARLA 0.9.14+ semantic tags 0-28 (red channel)", CARLA_TABLES["0.9.14"],
+                                io.read_red_channel),
+}
+"""``--label-space`` choices: the raw label tables the dataset adapters use (``data/tables.py``), by dataset."""
+
+
+
+def label_space_help(folder: str = "a plain folder", model: str = "the model") -> str:
+    """The ``--label-space`` help text, listing the choices."""
+    return (f"The raw label values of {folder}, converted into {model}'s label space with the dataset adapters' "
+            f"tables: {', '.join(LABEL_FORMATS)} (trainid: Cityscapes trainIds 0-18, already converted). "
+            f"Default: the labels are already in {model}'s label space.")
+
+
+def label_format(name: str | None) -> LabelFormat | None:
+    """The :data:`LABEL_FORMATS` entry called ``name`` (None for None); refuses unknown names."""
+    if name is None:
+        return None
+    if name not in LABEL_FORMATS:
+        raise S2RError(f"unknown --label-space {name!r}",
+                       hint="valid choices: " + ", ".join(f"{k} ({v.description})" for k, v in LABEL_FORMATS.items()))
+    return LABEL_FORMATS[name]
+
+
+def open_with_label_format(spec: str, space: str, label_space: str | None) -> Dataset:
+    """Open ``spec`` with labels in ``space``; with ``label_space``, its label files hold that dataset's raw values.
+
+    ``label_space`` applies to plain folders (``folder:`` or a path): the files of ``labels/`` or,
+    without one, the files themselves are label maps, converted with the same table as the
+    dataset's adapter. Other kinds already know their labels and refuse it.
+    """
+    fmt = label_format(label_space)
+    if fmt is None:
+        return open_dataset(spec, space)
+    parsed = parse_spec(spec)
+    if parsed.kind != "folder":
+        raise S2RError(f"--label-space {label_space} applies to plain folders, but {spec} is a {parsed.kind} "
+                       f"dataset whose labels s2r already converts",
+                       hint="drop --label-space, or pass the folder of label files itself")
+    if "label_space" in parsed.options or "labels" in parsed.options:
+        key = "label_space" if "label_space" in parsed.options else "labels"
+        raise S2RError(f"{spec} sets {key}= and --label-space {label_space} is given too", hint="keep one")
+    ds = open_dataset(parsed, space)
+    samples = ds.samples if ds.has_labels else [Sample(s.name, None, s.image) for s in ds.samples]
+    return Dataset(ds.kind, ds.root, ds.split, ds.space, samples, table=fmt.table, decode_label=fmt.decode,
+                   on_error=ds.on_error, mismatch=ds.mismatch, spec=ds.spec)
+
+
 @dataclass
 class Inputs:
     """What ``translate`` iterates: names, and readers for images and labels."""
@@ -139,9 +229,33 @@ def _looks_like_label_file(path: Path) -> bool:
     return len(values) <= 64 and bool(np.all((values < 64) | (values == 255)))
 
 
-def open_inputs(spec: str, space: str | None, input_kind: str) -> Inputs:
-    """Open ``--input`` for a model of ``input_kind``; refuse the wrong kind of data in one line."""
-    ds = open_dataset(spec, space=space or "cityscapes19")
+def _read_label_in_space(path: Path, space: str) -> np.ndarray:
+    """A label PNG whose values must already be ids of ``space``; raw dataset ids are refused with a hint."""
+    label = io.read_index_label(path)
+    n = get_label_space(space).num_classes
+    bad = np.unique(label[(label >= n) & (label != 255)])
+    if bad.size:
+        listed = ", ".join(str(int(v)) for v in bad[:8]) + (" ..." if bad.size > 8 else "")
+        raise S2RError(f"label map {path} has values {listed} outside 0..{n - 1} (255 = ignore) of the model's "
+                       f"label space {space}",
+                       hint="if these are a dataset's raw ids, pass --label-space with its kind: "
+                            + ", ".join(LABEL_FORMATS))
+    return label.astype(np.uint8)
+
+
+def open_inputs(spec: str, space: str | None, input_kind: str, label_space: str | None = None) -> Inputs:
+    """Open ``--input`` for a model of ``input_kind``; refuse the wrong kind of data in one line.
+
+    ``label_space`` (``--label-space``) names the raw label values of a plain folder (see
+    :data:`LABEL_FORMATS`); they are converted into ``space``, the model's label space.
+    """
+    target = space or "cityscapes19"
+    ds = open_with_label_format(spec, target, label_space)
+    if label_space is not None:
+        if input_kind == "image" and any(s.image is None for s in ds.samples):
+            raise S2RError(f"{spec} holds label maps, but this checkpoint translates images",
+                           hint="pass a folder with images/ (and labels/), or drop --label-space")
+        return Inputs(ds.names, ds.read_image if input_kind == "image" else None, ds.read_label, ds.space.name, spec)
     first_image = ds.samples[0].image if ds.samples else None
     label_like = first_image is not None and not ds.has_labels and _looks_like_label_file(Path(first_image))
     if input_kind == "image":
@@ -154,12 +268,17 @@ def open_inputs(spec: str, space: str | None, input_kind: str) -> Inputs:
         return Inputs(ds.names, None, ds.read_label, ds.space.name, spec)
     if label_like:
         paths = [Path(s.image) for s in ds.samples]
-        return Inputs(ds.names, None, lambda i: io.read_index_label(paths[i]).astype(np.uint8), space, spec)
+        return Inputs(ds.names, None, lambda i: _read_label_in_space(paths[i], target), space, spec)
     raise S2RError(f"{spec} has images but no label maps, and this checkpoint generates images from labels",
-                   hint="pass a dataset spec with labels, or a folder of label PNGs in the checkpoint's label space")
+                   hint="pass a dataset spec with labels, or a folder of label PNGs (--label-space names their "
+                        "raw ids: " + ", ".join(LABEL_FORMATS) + ")")
 
 
-# --- the command ----------------------------------------------------------------------------------
+# --- the output folder and its manifest -------------------------------------------------------------
+
+MANIFEST_KIND = "s2r translate"
+MANIFEST_EVERY_S = 5.0
+"""How often (seconds) the manifest is brought up to date during a run, so a killed run leaves a record."""
 
 
 def _generator_seed(seed: int, index: int, sample: int) -> int:
@@ -182,6 +301,100 @@ def _batches(indices: list[int], sizes: list[tuple[int, int]], batch_size: int) 
         yield batch
 
 
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    """The file behind ``--checkpoint`` (a run folder means its ``checkpoints/latest.pt``)."""
+    path = Path(checkpoint)
+    return path / "checkpoints" / "latest.pt" if path.is_dir() else path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_spec(spec: str) -> str:
+    """``spec`` with an absolute path, so the same input reads the same from any working folder."""
+    parsed = parse_spec(spec)
+    return str(Spec(parsed.kind, parsed.path.resolve(), parsed.options))
+
+
+def is_translate_manifest(data: object) -> bool:
+    """A manifest written by ``translate`` (this version's ``kind``, or an older one's fields)."""
+    if not isinstance(data, dict):
+        return False
+    return data.get("kind") == MANIFEST_KIND or (data.get("kind") is None and
+                                                 {"checkpoint", "input_kind", "direction"} <= data.keys())
+
+
+def read_translate_manifest(output: Path) -> dict | None:
+    """``OUTPUT/manifest.json`` if it is a translate manifest, None if there is none; refuses any other."""
+    path = output / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise S2RError(f"{path} exists but cannot be read as JSON ({exc}); translate would replace it",
+                       hint="choose another --output (translate writes OUTPUT/manifest.json), or remove that file "
+                            "if it is not needed") from None
+    if not is_translate_manifest(data):
+        raise S2RError(f"--output {output} holds a manifest.json that translate did not write (a dataset root?); "
+                       f"translate would replace it",
+                       hint="choose another --output folder, e.g. a new folder next to it")
+    return data
+
+
+def _refuse_unsafe_output(output: Path, input_spec: str, overwrite: bool) -> None:
+    """``--overwrite`` into, inside or around the input folder could replace the sources."""
+    if not overwrite:
+        return
+    source = parse_spec(input_spec).path.resolve()
+    out = output.resolve()
+    if out == source or out.is_relative_to(source) or source.is_relative_to(out):
+        where = "is" if out == source else ("is inside" if out.is_relative_to(source) else "contains")
+        raise S2RError(f"--output {output} {where} the input folder {source}; with --overwrite, translate could "
+                       f"replace source images, labels or the dataset's manifest.json",
+                       hint="choose an --output folder outside the input")
+
+
+def _effective_tile(tile: int | None, max_side: int | None) -> int | None:
+    """The tile that mattered: 0 when no image was larger than it (or tiling was off)."""
+    if not tile or (max_side is not None and max_side <= tile):
+        return 0
+    return tile
+
+
+def _identity_diff(previous: dict, current: dict) -> list[str]:
+    """How the run recorded in ``previous`` differs from ``current`` in what decides the pixels."""
+    diffs = []
+    old_sha, new_sha = previous.get("checkpoint_sha256"), current["checkpoint_sha256"]
+    if old_sha != new_sha:
+        diffs.append("checkpoint: " + (f"{previous.get('checkpoint')} (no content hash recorded)" if not old_sha
+                                       else f"{previous.get('checkpoint')} (sha256 {old_sha[:12]})")
+                     + f" before, {current['checkpoint']} (sha256 {new_sha[:12]}) now")
+    if previous.get("input_spec") != current["input_spec"]:
+        diffs.append(f"input: {previous.get('input_spec') or previous.get('input')} before, {current['input_spec']} now")
+    old, new = previous.get("settings"), current["settings"]
+    if not isinstance(old, dict):
+        diffs.append("settings: not recorded (written by an older s2r)")
+        return diffs
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if key == "tile" and a != b:
+            side = previous.get("max_side")
+            if _effective_tile(a, side) == _effective_tile(b, side):
+                continue
+        if a != b:
+            diffs.append(f"{key}: {a} before, {b} now")
+    return diffs
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
 def translate_dataset(
     checkpoint: str | Path,
     input_spec: str,
@@ -196,16 +409,22 @@ def translate_dataset(
     use_ema: bool = True,
     overwrite: bool = False,
     skip_existing: bool = False,
+    label_space: str | None = None,
     device: torch.device | None = None,
 ) -> dict:
     """Translate (image models) or generate from (label models) every item of ``input_spec``.
 
-    Returns the manifest, also written to ``OUTPUT/manifest.json``.
+    Returns the manifest, also written to ``OUTPUT/manifest.json``. While it runs, ``OUTPUT`` is
+    locked (``OUTPUT/.s2r.lock``) against a second run. ``skip_existing`` keeps only outputs the
+    existing manifest vouches for: same checkpoint content (sha256), same input spec and the
+    same pixel-deciding settings; anything else is refused. ``label_space`` names the raw label
+    values of a plain folder input (see :data:`LABEL_FORMATS`).
     """
     if overwrite and skip_existing:
         raise S2RError("--overwrite and --skip-existing contradict each other", hint="pick one")
     if batch_size < 1 or samples < 1 or tile < 0:
         raise S2RError("--batch-size and --samples must be >= 1, --tile >= 0")
+    label_format(label_space)  # an unknown name fails before anything is loaded
     device = device or torch.device("cpu")
     ckpt = load_checkpoint(checkpoint)
     entry = get_model_entry(ckpt["model"])
@@ -220,17 +439,7 @@ def translate_dataset(
         raise S2RError(f"--samples {samples}: {ckpt['model']} translates deterministically",
                        hint="--samples applies to label-to-image models")
     stride = int(getattr(model, "stride", 1))
-    inputs = open_inputs(input_spec, ckpt.get("label_space"), entry.input_kind)
-
-    output = Path(output)
-    out_names = {i: _image_out_names(n, samples) for i, n in enumerate(inputs.names)}
-    targets = [output / "images" / f for i in out_names for f in out_names[i]]
-    existing = sum(p.exists() for p in targets)
-    if existing and not (overwrite or skip_existing):
-        raise S2RError(f"{existing} of {len(targets)} outputs already exist in {output}",
-                       hint="pass --overwrite to replace them, or --skip-existing to keep them and do the rest")
-    todo = [i for i in range(len(inputs.names))
-            if not (skip_existing and all((output / "images" / f).exists() for f in out_names[i]))]
+    inputs = open_inputs(input_spec, ckpt.get("label_space"), entry.input_kind, label_space)
 
     if is_label:
         direction_note, read = None, inputs.read_label
@@ -238,6 +447,107 @@ def translate_dataset(
         if direction not in DIRECTIONS:
             raise S2RError(f"unknown direction {direction!r}", hint="use a2b (synthetic -> real) or b2a (real -> synthetic)")
         direction_note, read = direction, inputs.read_image
+
+    output = Path(output)
+    _refuse_unsafe_output(output, input_spec, overwrite)
+    read_translate_manifest(output)  # refuse a dataset root before even taking the lock
+    ema = bool(use_ema and has_ema)
+    settings = {"size": list(size) if size else None, "ema": ema, "label_space": label_space}
+    settings.update({"samples": samples, "seed": seed} if is_label else {"direction": direction, "tile": tile})
+    identity = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint_file(checkpoint)),
+                "input_spec": canonical_spec(input_spec), "settings": settings}
+
+    with folder_lock(output, command="s2r translate"):
+        previous = read_translate_manifest(output)  # again, now that no other run can change it
+        return _run_locked(
+            model, inputs, output, previous, identity, ckpt=ckpt, entry=entry, is_label=is_label, read=read,
+            direction=direction, direction_note=direction_note, batch_size=batch_size, size=size, tile=tile,
+            samples=samples, seed=seed, stride=stride, overwrite=overwrite, skip_existing=skip_existing,
+            input_spec=input_spec, device=device,
+        )
+
+
+def _plan(inputs: Inputs, output: Path, out_names: dict[int, list[str]], previous: dict | None, identity: dict,
+          *, overwrite: bool, skip_existing: bool) -> tuple[list[int], set[str]]:
+    """Which inputs to do, and which existing outputs stay (listed in the new manifest)."""
+    images, labels = output / "images", output / "labels"
+    writes_labels = inputs.read_label is not None
+    names = [f for fs in out_names.values() for f in fs]
+    present = {f for f in names if (images / f).exists() or (writes_labels and (labels / f).exists())}
+    listed = previous.get("outputs") if previous else None
+    listed = {str(f) for f in listed} if isinstance(listed, list) else set()
+    listed_present = {f for f in listed if (images / f).exists()}
+    everything = list(range(len(inputs.names)))
+    if overwrite:
+        leftovers = listed_present - set(names)
+        if leftovers:
+            warn(f"{len(leftovers)} output(s) of the earlier run in {output} are not outputs of this one and stay "
+                 f"(e.g. {min(leftovers)}); the new manifest lists only this run's")
+        return everything, set()
+    if not skip_existing:
+        if present:
+            raise S2RError(f"{len(present)} of {len(names)} outputs already exist in {output}",
+                           hint="pass --overwrite to replace them, or --skip-existing to keep them and do the rest")
+        if listed_present:
+            raise S2RError(f"{output} already holds {len(listed_present)} output(s) of another translate run "
+                           f"(its manifest.json lists them, e.g. {min(listed_present)})",
+                           hint="pass --skip-existing to add to them (same checkpoint, input and settings only), "
+                                "--overwrite to replace the manifest, or choose another --output")
+        return everything, set()
+    if not present and not listed_present:
+        return everything, set()
+    if previous is None:
+        raise S2RError(f"--skip-existing: {len(present)} output(s) exist in {output} but it has no manifest.json "
+                       f"saying which checkpoint, input and settings made them",
+                       hint="pass --overwrite to replace them, or choose another --output")
+    diffs = _identity_diff(previous, identity)
+    if diffs:
+        raise S2RError(f"--skip-existing: the outputs in {output} were made differently ({'; '.join(diffs)}), "
+                       f"so keeping them would mix two runs",
+                       hint="pass --overwrite to replace them, or choose another --output")
+    unlisted = sorted(present - listed)
+    if unlisted:
+        raise S2RError(f"--skip-existing: {len(unlisted)} file(s) in {output} are not listed in its manifest.json "
+                       f"(e.g. {unlisted[0]}), so s2r cannot tell how they were made",
+                       hint="delete them (an interrupted run may have left them) and run again, pass --overwrite "
+                            "to redo everything, or choose another --output")
+    todo = [i for i in everything if not all(f in listed_present for f in out_names[i])]
+    return todo, listed_present
+
+
+def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, identity: dict, *, ckpt: dict, entry,
+                is_label: bool, read, direction: str, direction_note: str | None, batch_size: int,
+                size: tuple[int, int] | None, tile: int, samples: int, seed: int, stride: int, overwrite: bool,
+                skip_existing: bool, input_spec: str, device: torch.device) -> dict:
+    out_names = {i: _image_out_names(n, samples) for i, n in enumerate(inputs.names)}
+    todo, kept = _plan(inputs, output, out_names, previous, identity, overwrite=overwrite, skip_existing=skip_existing)
+    done = set(kept)             # outputs the manifest vouches for
+    unrecorded: list[str] = []   # written since the manifest last listed them
+    written = 0
+    max_side = (previous or {}).get("max_side") if kept else None
+    manifest_path = output / "manifest.json"
+
+    def manifest(status: str) -> dict:
+        return {
+            "kind": MANIFEST_KIND, "status": status,
+            "checkpoint": str(identity["checkpoint"]), "checkpoint_sha256": identity["checkpoint_sha256"],
+            "model": ckpt["model"], "step": ckpt.get("step"), "input": input_spec, "input_spec": identity["input_spec"],
+            "input_kind": entry.input_kind, "direction": direction_note, "ema": identity["settings"]["ema"],
+            "images": written, "skipped": len(inputs.names) - len(todo), "inputs": len(inputs.names),
+            "samples": samples, "seed": seed, "size": list(size) if size else None, "tile": tile,
+            "max_side": max_side, "label_space": identity["settings"]["label_space"],
+            "labels": inputs.read_label is not None, "space": inputs.space, "settings": identity["settings"],
+            "outputs": sorted(done), "s2r_version": __version__,
+        }
+
+    def save(status: str) -> None:
+        with writing(manifest_path, what="the manifest"):
+            atomic_write_json(manifest_path, manifest(status))
+        unrecorded.clear()
+
+    # Before any output is touched, so an older manifest never vouches for files this run replaces.
+    save("incomplete")
+    last_save = time.monotonic()
 
     def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:
         x = read(i)
@@ -247,51 +557,88 @@ def translate_dataset(
             label = resize_label(label, size) if label is not None else None
         return x, label
 
-    written = 0
-    with torch.inference_mode():
-        pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+    again = ("run the same command again to redo them all" if overwrite
+             else "run again with --skip-existing to do the rest")
+    failed_hint = f"{manifest_path} lists the outputs completed so far; {again}"
 
-        def flush() -> None:
-            nonlocal written
-            if not pending:
-                return
-            if is_label:
-                outs = [[_generate(model, x, stride, device, seed, i, s) for s in range(samples)] for i, x, _ in pending]
-            else:
-                batch = torch.stack([image_to_tensor(x) for _, x, _ in pending]).to(device)
-                fn = lambda t: model.translate(t, direction)  # noqa: E731
-                h, w = batch.shape[-2:]
-                if tile and max(h, w) > tile:
-                    y = torch.cat([run_tiled(fn, batch[j:j + 1], stride, tile) for j in range(batch.shape[0])])
+    def write(array: np.ndarray, path: Path) -> None:
+        with writing(path, hint=failed_hint):
+            write_png(array, path)
+
+    finished = False
+    try:
+        with torch.inference_mode():
+            pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+
+            def flush() -> None:
+                nonlocal written, last_save
+                if not pending:
+                    return
+                if is_label:
+                    outs = [[_generate(model, x, stride, device, seed, i, s) for s in range(samples)]
+                            for i, x, _ in pending]
                 else:
-                    y = run_padded(fn, batch, stride)
-                outs = [[y[j]] for j in range(y.shape[0])]
-            for (i, _, label), images in zip(pending, outs):
-                for fname, img in zip(out_names[i], images):
-                    write_png(tensor_to_image(img), output / "images" / fname)
-                    written += 1
-                if label is not None:  # one label per output image, so OUT stays a valid folder: dataset
-                    for fname in out_names[i]:
-                        write_png(label.astype(np.uint8), output / "labels" / fname)
-            pending.clear()
+                    batch = torch.stack([image_to_tensor(x) for _, x, _ in pending]).to(device)
+                    fn = lambda t: model.translate(t, direction)  # noqa: E731
+                    h, w = batch.shape[-2:]
+                    if tile and max(h, w) > tile:
+                        y = torch.cat([run_tiled(fn, batch[j:j + 1], stride, tile) for j in range(batch.shape[0])])
+                    else:
+                        y = run_padded(fn, batch, stride)
+                    outs = [[y[j]] for j in range(y.shape[0])]
+                for (i, _, label), images in zip(pending, outs):
+                    for fname, img in zip(out_names[i], images):
+                        try:
+                            write(tensor_to_image(img), output / "images" / fname)
+                            if label is not None:  # one label per output image, so OUT stays a valid folder: dataset
+                                write(label.astype(np.uint8), output / "labels" / fname)
+                        except BaseException:
+                            _remove_outputs(output, [fname])  # never an image without its label, or unlisted
+                            done.discard(fname)
+                            raise
+                        done.add(fname)
+                        unrecorded.append(fname)
+                        written += 1
+                pending.clear()
+                if time.monotonic() - last_save > MANIFEST_EVERY_S:
+                    save("incomplete")
+                    last_save = time.monotonic()
 
-        for i in track(todo, total=len(todo), description="generate" if is_label else "translate"):
-            x, label = load(i)
-            if pending and (len(pending) == batch_size or x.shape != pending[0][1].shape):
-                flush()
-            pending.append((i, x, label))
-        flush()
+            for i in track(todo, total=len(todo), description="generate" if is_label else "translate"):
+                x, label = load(i)
+                max_side = max(max_side or 0, *x.shape[:2])
+                if pending and (len(pending) == batch_size or x.shape != pending[0][1].shape):
+                    flush()
+                pending.append((i, x, label))
+            flush()
+        finished = True
+    finally:
+        try:
+            save("complete" if finished else "incomplete")
+        except S2RError as exc:
+            _remove_unrecorded(output, unrecorded, exc)
+            if finished:
+                raise
 
-    manifest = {
-        "checkpoint": str(checkpoint), "model": ckpt["model"], "step": ckpt.get("step"), "input": input_spec,
-        "input_kind": entry.input_kind, "direction": direction_note, "ema": bool(use_ema and has_ema),
-        "images": written, "skipped": len(inputs.names) - len(todo), "inputs": len(inputs.names),
-        "samples": samples, "seed": seed, "size": list(size) if size else None, "tile": tile,
-        "labels": inputs.read_label is not None, "space": inputs.space, "s2r_version": __version__,
-    }
-    atomic_write_json(output / "manifest.json", manifest)
-    info(f"wrote {written} image(s) to {output / 'images'}" + (f" (skipped {manifest['skipped']})" if manifest["skipped"] else ""))
-    return manifest
+    info(f"wrote {written} image(s) to {output / 'images'}" + (f" (skipped {len(inputs.names) - len(todo)})"
+                                                                 if len(todo) < len(inputs.names) else ""))
+    return manifest("complete")
+
+
+def _remove_outputs(output: Path, names: list[str]) -> None:
+    for name in names:
+        for folder in ("images", "labels"):
+            with contextlib.suppress(OSError):
+                (output / folder / name).unlink()
+
+
+def _remove_unrecorded(output: Path, names: list[str], exc: S2RError) -> None:
+    """The manifest could not be updated: remove the outputs it does not list."""
+    if not names:
+        return
+    _remove_outputs(output, names)
+    warn(f"could not update {output / 'manifest.json'} ({exc.message}); removed the {len(names)} output(s) it does "
+         f"not list, so it still describes the folder truthfully")
 
 
 def _generate(model, label: np.ndarray, stride: int, device: torch.device, seed: int, index: int,

@@ -222,3 +222,63 @@ def test_train_and_test_error_paths(demo_world, tmp_path):
                                     "--test", val, "--out", str(tmp_path / "r2")])
     assert no_labels.exit_code == 1 and "has no labels" in _one_error_line(no_labels)
     assert not (tmp_path / "r2").exists()                       # nothing written before the inputs are checked
+
+
+def _label_ids(label):
+    """trainIds -> Cityscapes / GTA5 labelIds (ignore -> 0, unlabeled)."""
+    from cityscapesscripts.helpers.labels import trainId2label
+
+    to_id = np.zeros(256, np.uint8)
+    for train_id in range(19):
+        to_id[train_id] = trainId2label[train_id].id
+    return to_id[label]
+
+
+def test_score_images_accepts_a_dataset_spec(world, tmp_path):
+    root, labels = world
+    gta = tmp_path / "gta"
+    (gta / "images").mkdir(parents=True)
+    (gta / "labels").mkdir()
+    for k, label in enumerate(labels):
+        Image.fromarray(colorize(label, SPACE)).save(gta / "images" / f"f{k}.png")
+        Image.fromarray(_label_ids(label)).save(gta / "labels" / f"f{k}.png")
+    for images, spec_labels in ((f"gta5:{gta}", f"gta5:{gta}"), (f"gta5:{gta}", f"folder:{root / 'ref'}"),
+                                (f"folder:{root / 'samples'}?labels=none", f"folder:{root / 'ref'}")):
+        result = runner.invoke(app, ["-q", "segment-eval", "score", "--images", images, "--labels", spec_labels,
+                                     "--segmenter", str(root / "colour.pt"), "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["scores"]["miou"] == 1.0 and out["unmatched"] == 0 and out["images"] == images
+    assert out["scored"] == 6                                           # the _sNN samples of the folder
+    unknown = runner.invoke(app, ["segment-eval", "score", "--images", f"nokind:{gta}", "--labels",
+                                  f"folder:{root / 'ref'}", "--segmenter", str(root / "colour.pt")])
+    assert unknown.exit_code == 1 and "unknown dataset kind 'nokind'" in _one_error_line(unknown)
+
+
+def test_score_label_space_reads_raw_label_ids(world, tmp_path):
+    root, labels = world
+    raw = tmp_path / "gta5_labels"
+    raw.mkdir()
+    for k, label in enumerate(labels):
+        Image.fromarray(_label_ids(label)).save(raw / f"f{k}.png")
+    args = ["segment-eval", "score", "--images", str(root / "samples"), "--labels", str(raw),
+            "--segmenter", str(root / "colour.pt")]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "--label-space" in _one_error_line(refused)
+    result = runner.invoke(app, ["-q", *args, "--label-space", "gta5", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["scores"]["miou"] == 1.0 and out["scored"] == 6 and out["labels_read_as"] == "gta5"
+    # labelIds read as trainIds are wrong: values above 18 are refused by name
+    wrong = runner.invoke(app, ["-q", *args, "--label-space", "trainid"])
+    assert wrong.exit_code == 1 and "raw values outside" in _one_error_line(wrong)
+    bad = runner.invoke(app, [*args, "--label-space", "nope"])
+    assert bad.exit_code == 1 and "gta5" in _one_error_line(bad) and "synthia" in _one_error_line(bad)
+
+
+def test_score_help_lists_label_spaces_and_an_example():
+    from s2rcli.inference import LABEL_FORMATS
+
+    text = " ".join(runner.invoke(app, ["segment-eval", "score", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert all(name in text for name in LABEL_FORMATS) and "Example: s2r segment-eval score" in text
+    assert "KIND:PATH" in text

@@ -11,7 +11,9 @@ import typer
 from ..console import settings, stdout
 from ..device import resolve_device
 from ..evaluation import scores_table, split_specs
+from ..evaluation import score_generated
 from ..evaluation import train_and_test as run_train_and_test
+from ..inference import label_space_help
 from ..models import get_model_entry
 from ..utils.sizes import parse_size
 
@@ -21,14 +23,20 @@ segment_app = typer.Typer(no_args_is_help=True, help="Segmentation-based evaluat
 @segment_app.command(
     "score",
     epilog="Example: s2r segment-eval score --images generated/ --labels demo:demo?split=synthetic "
-    "--segmenter runs/seg/checkpoints/latest.pt",
+    "--segmenter runs/seg/checkpoints/latest.pt ; raw GTA5 label files: s2r segment-eval score --images "
+    "generated/ --labels gta5_labels/ --label-space gta5 --segmenter runs/seg/checkpoints/latest.pt",
 )
 def score(
-    images: str = typer.Option(..., "--images", help="Folder of generated images (its images/ subfolder if present)."),
-    labels: str = typer.Option(..., "--labels", help="Dataset spec of the label maps the images were generated from."),
-    segmenter: Path = typer.Option(..., "--segmenter", help="Segmenter checkpoint (from `segment-eval train-and-test`)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Working size HxW (default: the segmenter's training size)."),
+    images: str = typer.Option(..., "--images", metavar="SPEC", help="Generated images: a folder (its images/ subfolder if present) "
+                                                     "or a dataset spec KIND:PATH[?opts]."),
+    labels: str = typer.Option(..., "--labels", metavar="SPEC", help="Dataset spec of the label maps the images were generated from."),
+    segmenter: Path = typer.Option(..., "--segmenter", metavar="CKPT", help="Segmenter checkpoint (from `segment-eval train-and-test`)."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="HxW", help="Working size HxW (default: the segmenter's training size)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    label_space: Optional[str] = typer.Option(
+        None, "--label-space", metavar="NAME",
+        help=label_space_help("a plain --labels folder", "the segmenter"),
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table."),
 ) -> None:
     """Segment generated images and compare with the labels they came from (mIoU, accuracy).
@@ -37,12 +45,8 @@ def score(
     suffix (several samples per label map). Logits are resized to each label's
     resolution before the argmax.
     """
-    from ..device import resolve_device
-    from ..evaluation import score_generated, scores_table
-    from ..utils.sizes import parse_size
-
     result = score_generated(images, labels, segmenter, size=parse_size(size), batch_size=batch_size,
-                             device=resolve_device(settings.device))
+                             device=resolve_device(settings.device), label_space=label_space)
     if as_json:
         stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
         return
