@@ -36,6 +36,7 @@ import os
 import pickle
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -221,6 +222,9 @@ def open_image_set(spec: str):
     """Every image of a folder (or ``folder:PATH``), labels ignored.
 
     Generated outputs are image sets even where their names do not pair with label files.
+    A folder with ``images/`` inside, or with images directly in it, is read by the folder
+    adapter; a folder whose images sit only in subfolders (Cityscapes ``leftImg8bit/val/<city>/``)
+    is searched recursively, and each image is named by its path relative to the folder.
     """
     from ..data.datasets import open_dataset
 
@@ -229,7 +233,33 @@ def open_image_set(spec: str):
         raise S2RError(f"{spec} is not a folder", hint="pass a folder of images")
     if not root.is_dir():
         raise S2RError(f"no such folder: {root}", hint="pass a folder of images (or PATH with images/ inside)")
+    if not (root / "images").is_dir() and not _image_files(root, recursive=False):
+        return _nested_image_set(root)
     return open_dataset(f"folder:{root}?labels=none")
+
+
+def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    from ..data.datasets import list_files
+
+    return list_files(folder, recursive=recursive)
+
+
+def _nested_image_set(root: Path):
+    """All images under ``root`` at any depth (hidden files and a top-level ``labels/`` left out),
+    named by their relative path without suffix (``frankfurt/frankfurt_000000_000294_leftImg8bit``)."""
+    from ..data.datasets import Dataset, Sample
+    from ..data.labels import get_label_space
+
+    labels = root / "labels"
+    paths = [p for p in _image_files(root, recursive=True) if labels not in p.parents]
+    if not paths:
+        raise S2RError(f"no images (.png/.jpg) in {root} or its subfolders", hint="pass a folder of images")
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+    counts = Counter(stems)  # a.png and a.jpg side by side keep their suffixes to stay apart
+    clashing = {stem for stem, n in counts.items() if n > 1}
+    names = [p.relative_to(root).as_posix() if stem in clashing else stem for p, stem in zip(paths, stems)]
+    samples = sorted((Sample(name, path, None) for name, path in zip(names, paths)), key=lambda s: s.name)
+    return Dataset("folder", root, None, get_label_space("cityscapes19"), samples, spec=f"folder:{root}")
 
 
 def open_images(spec: str):
