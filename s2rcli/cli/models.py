@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ..console import stdout
@@ -35,7 +36,7 @@ def describe_checkpoint(path: str) -> dict:
 
 def models(
     name: str = typer.Argument(None, help="Show one model's presets in full."),
-    checkpoint: str = typer.Option(None, "--checkpoint", help="Describe a checkpoint file instead."),
+    checkpoint: str = typer.Option(None, "--checkpoint", metavar="CKPT", help="Describe a checkpoint file instead."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List registered models: name, kind, input, presets and parameter counts."""
@@ -51,16 +52,35 @@ def models(
     if as_json:
         stdout.print_json(json.dumps(rows))
         return
-    table = Table(title="s2r models")
-    for column in ("name", "kind", "input", "presets", "parameters", "description"):
-        table.add_column(column)
+    stdout.print(models_table(rows, width=stdout.width))
+
+
+NARROW = 70
+"""Below this many columns the description is left out (``s2r models NAME`` shows it)."""
+
+
+def models_table(rows: list[dict], width: int | None = None) -> Table:
+    """The registry as a table that stays readable at 80 columns.
+
+    Each preset's parameter count sits on its own line ("tiny: 0.92M") and is never
+    broken; the description takes the remaining width and wraps at word boundaries.
+    On a terminal narrower than ``NARROW`` columns the description is left out.
+    """
+    with_description = width is None or width >= NARROW
+    table = Table(title="s2r models", box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False, collapse_padding=True,
+                  caption="s2r models NAME shows one model in full" if rows else "no models registered yet")
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("input", no_wrap=True)
+    table.add_column("presets: parameters", no_wrap=True)
+    if with_description:
+        table.add_column("description", ratio=1)
     for r in rows:
-        params = ", ".join(f"{k}: {v / 1e6:.2f}M" for k, v in r["parameters"].items()) or "-"
-        table.add_row(r["name"], r["kind"], r["input"], ", ".join(r["presets"]) or "-", params, r["description"])
-    if not rows:
-        table.caption = "no models registered yet"
-    stdout.print(table)
+        params = "\n".join(f"{k}: {v / 1e6:.2f}M" for k, v in r["parameters"].items()) or ", ".join(r["presets"]) or "-"
+        cells = [r["name"], r["kind"], r["input"], params] + ([r["description"] or ""] if with_description else [])
+        table.add_row(*cells)
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    app.command("models", epilog="Example: s2r models unit   |   s2r models --checkpoint runs/unit/checkpoints/latest.pt")(models)
+    app.command("models", epilog="Example: s2r models unit (or: s2r models --checkpoint runs/unit/checkpoints/latest.pt)")(models)
