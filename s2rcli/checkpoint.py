@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import S2RError
+from .errors import S2RError, first_sentence, reason
 from .utils.atomic import atomic_path
 
 FORMAT = "s2r-checkpoint"
@@ -173,6 +173,14 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path, *, overwrite: bool =
     return path
 
 
+def _unpickling_reason(exc: Exception) -> str:
+    """What a weights-only load refused, in one whole sentence (torch's text leads with advice that does not apply)."""
+    for line in str(exc).splitlines():
+        if any(word in line for word in ("GLOBAL", "Unsupported", "unsupported")):
+            return first_sentence(line.split("error:", 1)[-1])
+    return "it holds Python objects, not only tensors and plain data"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and upgrade an s2r checkpoint; refuses anything else with a clear message.
 
@@ -196,12 +204,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise S2RError(
-            f"refusing to load {path}: it is not a plain-data checkpoint ({str(exc).splitlines()[0][:120]})",
+            f"refusing to load {path}: it is not a plain-data checkpoint ({_unpickling_reason(exc)})",
             hint="s2r loads checkpoints with weights_only=True; only files written by s2r are accepted",
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise S2RError(
-            f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}",
+            f"cannot read checkpoint {path}: {reason(exc)}",
             hint="the file may be truncated or not a checkpoint at all",
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

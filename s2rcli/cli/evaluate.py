@@ -60,26 +60,26 @@ def score(
     "--model fastseg --steps 600 --out runs/seg_synthetic",
 )
 def train_and_test(
-    train: list[str] = typer.Option(..., "--train", help="Training set spec(s): SPEC[,SPEC...] (repeatable); their union is used."),
-    test: str = typer.Option(..., "--test", help="Labelled test set spec, e.g. demo:demo?split=real_val."),
-    model: str = typer.Option("fastseg", "--model", help="Segmenter from the registry: fastseg, deeplabv3, fcn, ... (`s2r models` lists them)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (config.json, checkpoints/, metrics.jsonl, results.json)."),
+    train: list[str] = typer.Option(..., "--train", metavar="SPEC", help="Training set spec(s): SPEC[,SPEC...] (repeatable); their union is used."),
+    test: str = typer.Option(..., "--test", metavar="SPEC", help="Labelled test set spec, e.g. demo:demo?split=real_val."),
+    model: str = typer.Option("fastseg", "--model", metavar="NAME", help="Segmenter from the registry: fastseg, deeplabv3, fcn, ... (`s2r models` lists them)."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="Run folder (config.json, checkpoints/, metrics.jsonl, results.json)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
-    preset: str = typer.Option("tiny", "--preset", help="Model preset: tiny (CPU) or paper."),
-    size: Optional[str] = typer.Option(None, "--size", help="Training and testing size HxW (default: the preset's)."),
+    preset: str = typer.Option("tiny", "--preset", metavar="NAME", help="Model preset: tiny (CPU) or paper."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="HxW", help="Training and testing size HxW (default: the preset's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size (default: the preset's)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and augmentation."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the preset's)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data loader workers."),
     backbone_weights: Optional[str] = typer.Option(
-        None, "--backbone-weights",
+        None, "--backbone-weights", metavar="PATH|random",
         help="ImageNet ResNet-50 weights for deeplabv3/fcn: a path, or 'random'; default: cache, else download.",
     ),
-    label_space: str = typer.Option("cityscapes19", "--label-space", help="Label space to train and test in."),
+    label_space: str = typer.Option("cityscapes19", "--label-space", metavar="NAME", help="Label space to train and test in."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped, then test."),
-    config: Optional[str] = typer.Option(None, "--config", help="JSON file with config overrides (e.g. a run's config.json)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a config key: dotted.key=value (JSON value)."),
+    config: Optional[str] = typer.Option(None, "--config", metavar="PATH", help="JSON file with config overrides (e.g. a run's config.json)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a config key: dotted.key=value (JSON value)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
 ) -> None:
     """Train a segmenter on one or more sets and report per-class IoU on a test set.
@@ -107,4 +107,6 @@ def train_and_test(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(segment_app, name="segment-eval")
+    app.add_typer(segment_app, name="segment-eval",
+                  epilog="Example: s2r segment-eval train-and-test --train demo:demo?split=synthetic "
+                  "--test demo:demo?split=real_val --out runs/seg")

@@ -13,16 +13,17 @@ from ..errors import S2RError
 
 
 def fid(
-    a: str = typer.Argument(..., help="The image set under test: a folder or a dataset spec."),
-    b: Optional[str] = typer.Argument(None, help="A reference set (folder or spec)."),
-    real: Optional[str] = typer.Option(None, "--real", help="Real reference set, reported as 'real' (paper 001, Table 4)."),
-    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Synthetic reference set, reported as 'synthetic'."),
-    also: list[str] = typer.Option([], "--also", help="Further reference sets (repeatable)."),
+    a: str = typer.Argument(..., metavar="A", help="The image set under test: a folder of images (subfolders are "
+                            "searched, e.g. leftImg8bit/val/<city>/) or a dataset spec."),
+    b: Optional[str] = typer.Argument(None, metavar="B", help="A reference set (folder or spec, like A)."),
+    real: Optional[str] = typer.Option(None, "--real", metavar="SPEC", help="Real reference set, reported as 'real' (paper 001, Table 4)."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", metavar="SPEC", help="Synthetic reference set, reported as 'synthetic'."),
+    also: list[str] = typer.Option([], "--also", metavar="SPEC", help="Further reference sets (repeatable)."),
     kid: bool = typer.Option(False, "--kid", help="Also compute KID (mean and std over 100 subsets)."),
-    size: str = typer.Option("256x512", "--size", help="Resize every image to HxW (PIL bicubic) before the extractor."),
+    size: str = typer.Option("256x512", "--size", metavar="HxW", help="Resize every image to HxW (PIL bicubic) before the extractor."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per extractor batch (results do not depend on it)."),
     inception_weights: Optional[str] = typer.Option(
-        None, "--inception-weights",
+        None, "--inception-weights", metavar="PATH|random",
         help="Inception weights file (weights-inception-2015-12-05-6726825d.pth); default: the torch hub cache, "
         "else download. 'random' uses fixed random features (offline smoke tests; not comparable to papers).",
     ),
@@ -35,6 +36,8 @@ def fid(
     Every image is resized with PIL bicubic to --size (default 256x512, no crop)
     and fed as uint8 to torch-fidelity's Inception-v3; features are cached per
     input, keyed by its files (name, size, mtime), the resize and the weights.
+    A plain folder whose images sit in subfolders (Cityscapes leftImg8bit/val, one
+    subfolder per city) is read recursively, every image counted once.
     """
     from ..device import resolve_device
     from ..metrics.fid import compare, default_cache_dir, parse_size
@@ -89,5 +92,6 @@ def render_table(result: dict):
 def register(app: typer.Typer) -> None:
     app.command(
         "fid",
-        epilog="Example: s2r fid translated/ --real demo:demo?split=real --synthetic demo:demo?split=synthetic --kid",
+        epilog="Example: s2r fid translated/ --real demo:demo?split=real --synthetic demo:demo?split=synthetic --kid "
+        "(a nested folder works too: s2r fid translated/ --real cityscapes/leftImg8bit/val)",
     )(fid)

@@ -11,12 +11,12 @@ from ..errors import S2RError
 
 def remap(
     spec: str = typer.Argument(..., help="Dataset spec KIND:PATH[?split=...&on_error=...], e.g. gta5:/data/gta5."),
-    out: str = typer.Option(..., "--out", help="Output folder: labels/, images/ (links) and manifest.json."),
-    space: str = typer.Option("cityscapes19", "--space", help="Label space: " + ", ".join(list_label_spaces()) + "."),
+    out: str = typer.Option(..., "--out", metavar="PATH", help="Output folder: labels/, images/ (links) and manifest.json."),
+    space: str = typer.Option("cityscapes19", "--space", metavar="NAME", help="Label space: " + ", ".join(list_label_spaces()) + "."),
     workers: int = typer.Option(None, "--workers", min=1, help="Parallel processes (default: all CPU cores)."),
-    on_error: str = typer.Option(None, "--on-error", help="fail (default): stop at the first bad file; skip: leave "
+    on_error: str = typer.Option(None, "--on-error", metavar="fail|skip", help="fail (default): stop at the first bad file; skip: leave "
                                  "bad files out, map unknown raw values to 255, and report them."),
-    images: str = typer.Option("link", "--images", help="link (symbolic links to the source images), copy, or none."),
+    images: str = typer.Option("link", "--images", metavar="link|copy|none", help="link (symbolic links to the source images), copy, or none."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite every file, or replace a different output."),
 ) -> None:
     """Write a dataset's labels in the common label space, as a folder dataset.
@@ -56,11 +56,11 @@ def remap(
 
 
 def demo(
-    out: str = typer.Option(..., "--out", help="Output folder for the demo world."),
+    out: str = typer.Option(..., "--out", metavar="PATH", help="Output folder for the demo world."),
     n_synthetic: int = typer.Option(400, "--n-synthetic", min=1, help="Synthetic images (with labels)."),
     n_real: int = typer.Option(200, "--n-real", min=1, help="Real training images (labels for SP-Feat/oracle/eval only)."),
     n_real_val: int = typer.Option(100, "--n-real-val", min=0, help="Real validation images (with labels)."),
-    size: str = typer.Option("128x256", "--size", help="Image size HxW."),
+    size: str = typer.Option("128x256", "--size", metavar="HxW", help="Image size HxW."),
     seed: int = typer.Option(0, "--seed", help="Same seed, byte-identical files."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo world already in --out."),
 ) -> None:

@@ -19,13 +19,13 @@ from ..utils.sizes import parse_size
 
 def spfeat(
     spec: str = typer.Argument(..., help="Dataset spec KIND:PATH[?split=...]."),
-    out: Path = typer.Option(..., "--out", help="Output .npz file."),
-    levels: str = typer.Option("1,2,4", "--levels", help="Pyramid levels: each cuts the image into l x l slices."),
-    space: str = typer.Option("cityscapes19", "--space", help="Common label space of the histograms."),
-    segmenter: Path = typer.Option(None, "--segmenter",
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="Output .npz file."),
+    levels: str = typer.Option("1,2,4", "--levels", metavar="N,N,...", help="Pyramid levels: each cuts the image into l x l slices."),
+    space: str = typer.Option("cityscapes19", "--space", metavar="NAME", help="Common label space of the histograms."),
+    segmenter: Path = typer.Option(None, "--segmenter", metavar="CKPT",
                                    help="Segmenter checkpoint: use its predictions instead of the dataset's labels."),
-    segmenter_size: str = typer.Option(None, "--segmenter-size",
-                                       help="Resize images to H,W before segmenting (default: native size)."),
+    segmenter_size: str = typer.Option(None, "--segmenter-size", metavar="HxW",
+                                       help="Resize images to HxW before segmenting (default: native size)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes reading labels in parallel."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -78,19 +78,19 @@ def _class_names(space: str, num_classes: int) -> list[str]:
 
 
 def pairs(
-    real: Path = typer.Option(..., "--real", help="SP-Feat .npz of the real images (the queries)."),
-    synthetic: Path = typer.Option(..., "--synthetic", help="SP-Feat .npz of the synthetic images."),
+    real: Path = typer.Option(..., "--real", metavar="PATH", help="SP-Feat .npz of the real images (the queries)."),
+    synthetic: Path = typer.Option(..., "--synthetic", metavar="PATH", help="SP-Feat .npz of the synthetic images."),
     k: int = typer.Option(15, "-k", "--k", min=1, help="Neighbours per real image."),
-    out: Path = typer.Option(..., "--out", help="Output pairs .npz file (the pictures go beside it)."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="Output pairs .npz file (the pictures go beside it)."),
     max_uses: int = typer.Option(None, "--max-uses", min=1,
                                  help="Most real images one synthetic image may serve "
                                       "(default: ceil(2 * n_real * K / n_synthetic))."),
     search_depth: int = typer.Option(None, "--search-depth", min=1,
                                      help="How far down its neighbour list a real image may look for a replacement "
                                           "before the quota gives way (default: all synthetic images)."),
-    metric: str = typer.Option("euclidean", "--metric", help="euclidean, manhattan or cosine."),
-    real_data: str = typer.Option(None, "--real-data", help="Real dataset spec for the preview (default: from the .npz)."),
-    synthetic_data: str = typer.Option(None, "--synthetic-data",
+    metric: str = typer.Option("euclidean", "--metric", metavar="METRIC", help="euclidean, manhattan or cosine."),
+    real_data: str = typer.Option(None, "--real-data", metavar="SPEC", help="Real dataset spec for the preview (default: from the .npz)."),
+    synthetic_data: str = typer.Option(None, "--synthetic-data", metavar="SPEC",
                                        help="Synthetic dataset spec for the preview (default: from the .npz)."),
     preview: bool = typer.Option(True, "--preview/--no-preview", help="Write pairs_preview.png and class_frequencies.png."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
