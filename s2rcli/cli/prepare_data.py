@@ -17,11 +17,11 @@ def remap(
     on_error: str = typer.Option(None, "--on-error", metavar="fail|skip", help="fail (default): stop at the first bad file; skip: leave "
                                  "bad files out, map unknown raw values to 255, and report them."),
     images: str = typer.Option("link", "--images", metavar="link|copy|none", help="link (symbolic links to the source images), copy, or none."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite every file, or replace a different output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite every file, or replace a finished remap of another spec or space."),
 ) -> None:
     """Write a dataset's labels in the common label space, as a folder dataset.
 
-    OUT/labels/<name>.png holds ids in --space (255 = ignore), with names mirroring the dataset's; OUT/images/ links to the source images, so folder:OUT is a complete dataset. An interrupted run resumes: valid files already in OUT are kept. Pixels with raw values outside the dataset's table are reported per value at the end.
+    OUT/labels/<name>.png holds ids in --space (255 = ignore), with names mirroring the dataset's; OUT/images/ links to the source images, so folder:OUT is a complete dataset. An interrupted run resumes: valid files already in OUT are kept; an unfinished remap of another spec is replaced. Pixels with raw values outside the dataset's table are reported per value at the end. A run that leaves every sample out, or writes only all-ignore (255) labels, fails (exit 1).
     """
     from ..data.remap import remap_dataset
     from ..console import track
@@ -43,6 +43,10 @@ def remap(
         table.add_column(key, justify="right")
     table.add_row(*(str(counts[k]) for k in ("samples", "written", "kept", "skipped", "resized")))
     stdout.print(table)
+    if manifest["all_ignore"]:  # some, not all (that fails the run): worth a look
+        names = manifest["all_ignore"]
+        warn(f"{len(names)} of {counts['written'] + counts['kept']} labels are entirely ignore (255): "
+             + ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
     if manifest["unknown_pixels"]:
         unknown = Table(title=f"pixels with raw values outside the table (mapped to 255), in "
                               f"{len(manifest['unknown_files'])} file(s)")

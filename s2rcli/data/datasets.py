@@ -88,6 +88,8 @@ COMMON_OPTIONS = {
 }
 
 _ADAPTERS: dict[str, Adapter] = {}
+_NOTES_SAID: set[tuple[str, str, str]] = set()
+"""Adapter notes already shown in this process, as (kind, root, note)."""
 
 
 def register_adapter(kind: str, *, layout: str = "", splits: tuple[str, ...] = (), default_split: str | None = None,
@@ -276,12 +278,13 @@ class Dataset:
         unknown = label == UNKNOWN
         if unknown.any():
             values, counts = np.unique(raw[unknown], return_counts=True)
-            listed = ", ".join(f"{int(v)} ({int(c)} px)" for v, c in list(zip(values, counts))[:8])
+            listed = self.table.describe_counts(values, counts)  # the values the file holds, as it holds them
             if self.on_error != "skip":
                 raise S2RError(
                     f"label {source} has raw values outside the {self.table.name} table: {listed}",
-                    hint="check the dataset kind and its options; pass --on-error skip (?on_error=skip in the spec) "
-                         "to map them to ignore (255) and report them")
+                    hint=(self.table.hint + "; " if self.table.hint else "")
+                    + "check the dataset kind and its options; pass --on-error skip (?on_error=skip in the spec) "
+                      "to map them to ignore (255) and report them")
             found = {int(v): int(c) for v, c in zip(values, counts)}
             self.unknown_pixels.update(found)
             label[unknown] = IGNORE
@@ -388,8 +391,10 @@ def open_dataset(spec: str | Spec, space: str | LabelSpace = "cityscapes19", **o
             raise S2RError(f"no image of {text} has a label file", hint=f"expected {adapter.layout}")
     if layout.orphan_labels:
         warn(f"{text}: ignored {layout.orphan_labels} label file(s) with no image")
-    for note in layout.notes:
-        warn(f"{text}: {note}")
+    for note in layout.notes:  # once per dataset and process, however often it is opened
+        if (parsed.kind, str(root), note) not in _NOTES_SAID:
+            _NOTES_SAID.add((parsed.kind, str(root), note))
+            warn(f"{text}: {note}")
     if "limit" in opts:
         samples = samples[: int(opts["limit"])]
 

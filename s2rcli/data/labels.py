@@ -32,6 +32,9 @@ UNKNOWN = 254
 
 No label space has more than 34 classes, so 254 never collides with a class id.
 """
+COLOR_CODE_BASE = 1 << 24
+"""Colour-coded labels: a colour outside the palette is decoded to this plus ``r << 16 | g << 8 | b``,
+so messages can name the colour the file holds (see :meth:`RawTable.describe`)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,26 @@ class RawTable:
     mapping: Mapping[int, int]
     known: tuple[int, ...] | None = None
     description: str = ""
+    value_format: str = "int"
+    """How raw values are shown in messages: ``int``, or ``rgb`` for colour-coded labels, whose
+    colours outside the palette are coded as ``COLOR_CODE_BASE + (r << 16 | g << 8 | b)`` and shown
+    as ``rgb(r,g,b)`` (the colour found in the file, never a placeholder)."""
+    hint: str = ""
+    """What to try when a file holds values outside the table (added to the error's hint)."""
+
+    def describe(self, value: int) -> str:
+        """A raw value as the file holds it: ``7``, or ``rgb(7,7,7)`` for a colour outside the palette."""
+        value = int(value)
+        if self.value_format == "rgb" and value >= COLOR_CODE_BASE:
+            packed = value - COLOR_CODE_BASE
+            return f"rgb({(packed >> 16) & 255},{(packed >> 8) & 255},{packed & 255})"
+        return str(value)
+
+    def describe_counts(self, values, counts, limit: int = 8) -> str:
+        """``7 (120 px), 9 (4 px)``: the first ``limit`` raw values with their pixel counts."""
+        pairs = list(zip(values, counts))
+        text = ", ".join(f"{self.describe(v)} ({int(c)} px)" for v, c in pairs[:limit])
+        return text + (f" and {len(pairs) - limit} more" if len(pairs) > limit else "")
 
     def known_values(self) -> tuple[int, ...]:
         if self.known is not None:

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from .labels import IGNORE, RawTable
-
-UNKNOWN_COLOR = 65535
-"""The code a colour-coded label gets for a colour that is not in the palette (reported as unknown)."""
+from .labels import IGNORE, RawTable, get_label_space
 
 # --------------------------------------------------------------------------------------------------
 # Cityscapes labelIds (Cityscapes gtFine *_labelIds.png, GTA5 palette indices, Synscapes img/class).
@@ -83,6 +80,121 @@ MAPILLARY_TABLES = {
                         description="Mapillary Vistas v1.2 ids 0-65, liberal mapping"),
 }
 
+MAPILLARY_V12_CONFIGS = ("config_v1.2.json", "config.json")
+"""Where the 66 class names are listed: v1.2 ships config_v1.2.json, v1.1 (labels directly under the
+split) ships config.json with the same 66 classes in the same order."""
+
+# Mapillary Vistas v2.0: palette PNGs under <split>/v2.0/labels, index = class id in config_v2.0.json's
+# order (124 classes). The mapping to cityscapes19 is kept by class *name* (derived here, following the
+# v1.2 mappings above class by class; v2.0 splits several v1.2 classes, e.g. traffic lights by kind and
+# lane markings by shape), so ids always come from the dataset's own config_v2.0.json.
+
+MAPILLARY_V20_CLASSES = (
+    "animal--bird", "animal--ground-animal", "construction--barrier--ambiguous",
+    "construction--barrier--concrete-block", "construction--barrier--curb", "construction--barrier--fence",
+    "construction--barrier--guard-rail", "construction--barrier--other-barrier", "construction--barrier--road-median",
+    "construction--barrier--road-side", "construction--barrier--separator", "construction--barrier--temporary",
+    "construction--barrier--wall", "construction--flat--bike-lane", "construction--flat--crosswalk-plain",
+    "construction--flat--curb-cut", "construction--flat--driveway", "construction--flat--parking",
+    "construction--flat--parking-aisle", "construction--flat--pedestrian-area", "construction--flat--rail-track",
+    "construction--flat--road", "construction--flat--road-shoulder", "construction--flat--service-lane",
+    "construction--flat--sidewalk", "construction--flat--traffic-island", "construction--structure--bridge",
+    "construction--structure--building", "construction--structure--garage", "construction--structure--tunnel",
+    "human--person--individual", "human--person--person-group", "human--rider--bicyclist",
+    "human--rider--motorcyclist", "human--rider--other-rider", "marking--continuous--dashed",
+    "marking--continuous--solid", "marking--continuous--zigzag", "marking--discrete--ambiguous",
+    "marking--discrete--arrow--left", "marking--discrete--arrow--other", "marking--discrete--arrow--right",
+    "marking--discrete--arrow--split-left-or-straight", "marking--discrete--arrow--split-right-or-straight",
+    "marking--discrete--arrow--straight", "marking--discrete--crosswalk-zebra", "marking--discrete--give-way-row",
+    "marking--discrete--give-way-single", "marking--discrete--hatched--chevron", "marking--discrete--hatched--diagonal",
+    "marking--discrete--other-marking", "marking--discrete--stop-line", "marking--discrete--symbol--bicycle",
+    "marking--discrete--symbol--other", "marking--discrete--text", "marking-only--continuous--dashed",
+    "marking-only--discrete--crosswalk-zebra", "marking-only--discrete--other-marking", "marking-only--discrete--text",
+    "nature--mountain", "nature--sand", "nature--sky", "nature--snow", "nature--terrain", "nature--vegetation",
+    "nature--water", "object--banner", "object--bench", "object--bike-rack", "object--catch-basin",
+    "object--cctv-camera", "object--fire-hydrant", "object--junction-box", "object--mailbox", "object--manhole",
+    "object--parking-meter", "object--phone-booth", "object--pothole", "object--sign--advertisement",
+    "object--sign--ambiguous", "object--sign--back", "object--sign--information", "object--sign--other",
+    "object--sign--store", "object--street-light", "object--support--pole", "object--support--pole-group",
+    "object--support--traffic-sign-frame", "object--support--utility-pole", "object--traffic-cone",
+    "object--traffic-light--cyclists", "object--traffic-light--general-horizontal",
+    "object--traffic-light--general-single", "object--traffic-light--general-upright",
+    "object--traffic-light--other", "object--traffic-light--pedestrians", "object--traffic-sign--ambiguous",
+    "object--traffic-sign--back", "object--traffic-sign--direction-back", "object--traffic-sign--direction-front",
+    "object--traffic-sign--front", "object--traffic-sign--information-parking",
+    "object--traffic-sign--temporary-back", "object--traffic-sign--temporary-front", "object--trash-can",
+    "object--vehicle--bicycle", "object--vehicle--boat", "object--vehicle--bus", "object--vehicle--car",
+    "object--vehicle--caravan", "object--vehicle--motorcycle", "object--vehicle--on-rails",
+    "object--vehicle--other-vehicle", "object--vehicle--trailer", "object--vehicle--truck",
+    "object--vehicle--vehicle-group", "object--vehicle--wheeled-slow", "object--water-valve", "void--car-mount",
+    "void--dynamic", "void--ego-vehicle", "void--ground", "void--static", "void--unlabeled",
+)
+"""The 124 v2.0 class names, in config_v2.0.json's order (for tests and messages; ids are always read
+from the dataset's own config_v2.0.json)."""
+
+_V20_MARKINGS = ("marking--continuous--dashed", "marking--continuous--solid", "marking--continuous--zigzag",
+                 "marking--discrete--ambiguous", "marking--discrete--arrow--left", "marking--discrete--arrow--other",
+                 "marking--discrete--arrow--right", "marking--discrete--arrow--split-left-or-straight",
+                 "marking--discrete--arrow--split-right-or-straight", "marking--discrete--arrow--straight",
+                 "marking--discrete--give-way-row", "marking--discrete--give-way-single",
+                 "marking--discrete--hatched--chevron", "marking--discrete--hatched--diagonal",
+                 "marking--discrete--other-marking", "marking--discrete--stop-line",
+                 "marking--discrete--symbol--bicycle", "marking--discrete--symbol--other", "marking--discrete--text")
+MAPILLARY_V20_MINIMAL_TO_CS19 = {
+    "construction--flat--road": "road", **{name: "road" for name in _V20_MARKINGS}, "object--manhole": "road",
+    "construction--barrier--curb": "sidewalk", "construction--flat--sidewalk": "sidewalk",
+    "construction--structure--building": "building",
+    "construction--barrier--wall": "wall",
+    "construction--barrier--fence": "fence",
+    "object--support--pole": "pole", "object--support--utility-pole": "pole",
+    **{f"object--traffic-light--{kind}": "traffic light"
+       for kind in ("cyclists", "general-horizontal", "general-single", "general-upright", "other", "pedestrians")},
+    **{f"object--traffic-sign--{kind}": "traffic sign"
+       for kind in ("front", "direction-front", "temporary-front", "information-parking")},
+    "nature--vegetation": "vegetation",
+    "nature--terrain": "terrain",
+    "nature--sky": "sky",
+    "human--person--individual": "person", "human--person--person-group": "person",
+    "human--rider--bicyclist": "rider", "human--rider--motorcyclist": "rider", "human--rider--other-rider": "rider",
+    "object--vehicle--car": "car",
+    "object--vehicle--truck": "truck",
+    "object--vehicle--bus": "bus",
+    "object--vehicle--on-rails": "train",
+    "object--vehicle--motorcycle": "motorcycle",
+    "object--vehicle--bicycle": "bicycle",
+}
+"""v2.0 class name -> cityscapes19 class name, the v1.2 minimal mapping carried over by name: v1.2's
+``marking--general`` is split into the ``marking--continuous/discrete--*`` classes (all road, except
+the zebra crossing, as in v1.2), its traffic light into six kinds, and its sign fronts into four;
+person groups are person (as in Cityscapes). Everything else is ignore (255)."""
+MAPILLARY_V20_LIBERAL_EXTRA = {
+    "construction--flat--bike-lane": "road", "construction--flat--crosswalk-plain": "road",
+    "construction--flat--service-lane": "road", "marking--discrete--crosswalk-zebra": "road", "object--pothole": "road",
+    "construction--flat--curb-cut": "sidewalk", "construction--flat--pedestrian-area": "sidewalk",
+    "object--street-light": "pole", "object--support--traffic-sign-frame": "pole",
+    "nature--mountain": "terrain", "nature--sand": "terrain",
+}
+"""What the liberal variant adds: the same classes as v1.2's liberal extras, by their v2.0 names."""
+MAPILLARY_V20_MAPPINGS = {"minimal": MAPILLARY_V20_MINIMAL_TO_CS19,
+                          "liberal": {**MAPILLARY_V20_MINIMAL_TO_CS19, **MAPILLARY_V20_LIBERAL_EXTRA}}
+
+
+@lru_cache(maxsize=None)
+def mapillary_v20_table(class_names: tuple[str, ...], mapping: str = "minimal") -> RawTable:
+    """The table of v2.0 label ids, given the class names in config_v2.0.json's order.
+
+    Raises ``KeyError`` naming the classes of the mapping that ``class_names`` lacks.
+    """
+    by_name = MAPILLARY_V20_MAPPINGS[mapping]
+    missing = sorted(set(by_name) - set(class_names))
+    if missing:
+        raise KeyError(missing)
+    cs19 = get_label_space("cityscapes19")
+    ids = {i: cs19.index(by_name[name]) for i, name in enumerate(class_names) if name in by_name}
+    return RawTable(f"mapillary v2.0 ({mapping})", "cityscapes19", ids, known=tuple(range(len(class_names))),
+                    description=f"Mapillary Vistas v2.0 ids 0-{len(class_names) - 1}, {mapping} mapping by class name")
+
+
 # --------------------------------------------------------------------------------------------------
 # CARLA semantic camera. The tag is in the red channel of the raw output; CityScapesPalette writes
 # colours. The tag set changed at 0.9.14. Both mappings to cityscapes19 are derived from the tag
@@ -117,11 +229,15 @@ CARLA_0914_COLORS = (
     (180, 165, 180),
 )
 
+CARLA_TAG_HINT = ("pass ?version=0.9.13 (tags 0-22) or ?version=0.9.14 (tags 0-28) to choose the tag set, or "
+                  "?labels=palette if the labels are CityScapesPalette colours")
+CARLA_COLOR_HINT = ("if the labels hold CARLA tags (a greyscale image, or the tag in the red channel) rather than "
+                    "CityScapesPalette colours, pass ?labels=raw")
 CARLA_TABLES = {
     "0.9.13": RawTable("carla 0.9.13 tags", "cityscapes19", CARLA_0913_TO_CS19, known=tuple(range(23)),
-                       description="CARLA 0.9.10-0.9.13 semantic tags 0-22"),
+                       description="CARLA 0.9.10-0.9.13 semantic tags 0-22", hint=CARLA_TAG_HINT),
     "0.9.14": RawTable("carla 0.9.14 tags", "cityscapes19", CARLA_0914_TO_CS19, known=tuple(range(29)),
-                       description="CARLA 0.9.14+ semantic tags 0-28"),
+                       description="CARLA 0.9.14+ semantic tags 0-28", hint=CARLA_TAG_HINT),
 }
 CARLA_COLORS = {"0.9.13": CARLA_0913_COLORS, "0.9.14": CARLA_0914_COLORS}
 
@@ -133,9 +249,15 @@ def carla_color_table(version: str | None) -> tuple[dict[tuple[int, int, int], i
     With a version, the codes are that version's tags. Without one, the colours of both versions
     are accepted: every colour the two palettes share names the same class in both, so the
     codes are the cityscapes19 trainIds themselves (255 for colours of classes outside it).
+    Colours outside the palette are decoded to ``COLOR_CODE_BASE + packed colour`` (reported as
+    ``rgb(r,g,b)``, see :class:`RawTable`).
     """
     if version is not None:
-        return {color: tag for tag, color in enumerate(CARLA_COLORS[version])}, CARLA_TABLES[version]
+        tags = CARLA_TABLES[version]
+        table = RawTable(f"carla {version} CityScapesPalette colours", tags.target, tags.mapping, known=tags.known,
+                         description=f"CARLA {version} CityScapesPalette colours", value_format="rgb",
+                         hint=CARLA_COLOR_HINT)
+        return {color: tag for tag, color in enumerate(CARLA_COLORS[version])}, table
     colors: dict[tuple[int, int, int], int] = {}
     for v, palette in CARLA_COLORS.items():
         mapping = CARLA_TABLES[v].mapping
@@ -144,6 +266,6 @@ def carla_color_table(version: str | None) -> tuple[dict[tuple[int, int, int], i
             if colors.setdefault(color, train_id) != train_id:
                 raise AssertionError(f"CARLA colour {color} means different classes across versions")
     table = RawTable("carla CityScapesPalette colours", "cityscapes19", {i: i for i in range(19)},
-                     known=tuple(range(19)) + (IGNORE,),
-                     description=f"CARLA CityScapesPalette colours, both versions; {UNKNOWN_COLOR} = not a palette colour")
+                     known=tuple(range(19)) + (IGNORE,), value_format="rgb", hint=CARLA_COLOR_HINT,
+                     description="CARLA CityScapesPalette colours, both versions")
     return colors, table
