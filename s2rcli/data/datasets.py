@@ -406,19 +406,33 @@ def open_dataset(spec: str | Spec, space: str | LabelSpace = "cityscapes19", **o
 
 
 def _drop_mismatched(dataset: Dataset) -> None:
-    """Read every image and label header; leave out pairs whose sizes differ, and report them."""
-    keep, dropped = [], []
+    """Read every image and label header; leave out pairs whose sizes differ, and report them.
+    With ``on_error=skip``, a file whose header cannot be read (empty, not an image) is left out too."""
+    keep, dropped, unreadable = [], [], []
     for sample in dataset.samples:
-        if io.image_size(sample.image) == io.image_size(sample.label):
+        try:
+            same = io.image_size(sample.image) == io.image_size(sample.label)
+        except S2RError as exc:
+            if dataset.on_error != "skip":
+                raise
+            unreadable.append(f"{sample.name} ({exc.message})")
+            continue
+        if same:
             keep.append(sample)
         else:
             dropped.append(sample.name)
+    if unreadable:
+        examples = ", ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
+        warn(f"{dataset.spec}: left out {len(unreadable)} unreadable sample(s) (on_error=skip): {examples}")
     if dropped:
         examples = ", ".join(dropped[:3]) + (" ..." if len(dropped) > 3 else "")
         warn(f"{dataset.spec}: left out {len(dropped)} pair(s) whose label and image sizes differ: {examples}")
+    if dropped or unreadable:
         dataset.samples = keep
         if not keep:
-            raise S2RError(f"every pair of {dataset.spec} has a label of a different size than its image")
+            raise S2RError(f"no sample of {dataset.spec} is left: {len(unreadable)} unreadable, {len(dropped)} with "
+                           "a label of a different size than its image",
+                           hint="check the files named in the warnings above, or the dataset spec")
     dataset.skipped_mismatched = dropped
 
 

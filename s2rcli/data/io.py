@@ -6,8 +6,11 @@ into a label space is the job of :class:`s2rcli.data.labels.RawTable`.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -17,7 +20,8 @@ from ..errors import S2RError
 from ..utils.atomic import atomic_write_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the 12-byte IEND chunk that closes every PNG
+_TAIL = 4096  # bytes searched for it (a few tools append data after IEND)
 
 
 def _unreadable(path: Path, exc: BaseException | str, what: str) -> S2RError:
@@ -27,12 +31,23 @@ def _unreadable(path: Path, exc: BaseException | str, what: str) -> S2RError:
                          "(?on_error=skip in a spec) to leave such files out")
 
 
+def _png_is_complete(path: Path) -> bool:
+    """Whether a PNG file still ends with its IEND chunk. Pillow decodes a PNG that lost only its
+    last bytes without complaint, so a file cut short there would otherwise pass as whole."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - _TAIL))
+        return _PNG_END in fh.read()
+
+
 def _open(path: Path, what: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(path)
             image.load()  # decode now, so a truncated file fails here, not later
+        if image.format == "PNG" and not _png_is_complete(path):
+            raise _unreadable(path, "truncated PNG file (no IEND chunk at its end)", what)
         return image
     except FileNotFoundError:
         raise S2RError(f"{what} not found: {path}") from None
@@ -65,20 +80,68 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def verify_image(path: str | Path) -> tuple[int, int]:
-    """Check an image file's integrity without decoding its pixels (PNG chunk CRCs, truncation);
-    returns (height, width). Much cheaper than decoding, so bulk commands can afford it."""
+    """Check that an image file decodes to its end (not truncated, not corrupt); returns (height, width).
+
+    Much cheaper than decoding, so bulk commands can afford it: a PNG's chunks and CRCs are
+    verified without inflating the pixels; a JPEG is decoded at 1/8 scale, which still reads its
+    whole entropy stream (Pillow's ``verify()`` does not notice a truncated JPEG); any other format
+    is decoded in full.
+    """
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 width, height = image.size
-                image.verify()
+                if image.format == "PNG":
+                    image.verify()
+                else:
+                    if image.format == "JPEG":
+                        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                    image.load()
     except FileNotFoundError:
         raise S2RError(f"image not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise _unreadable(path, exc, "image") from None
     return height, width
+
+
+def files_fingerprint(entries: Iterable[tuple[str, Iterable[str | Path | None]]], *, mtime: bool = False) -> str:
+    """A digest of which files a result was computed from: per name, each file's size in bytes
+    (and, with ``mtime``, its modification time in ns), in name order.
+
+    Names that match but files that differ give another digest, so a result made from other data
+    is told apart without reading a pixel. Missing files count as absent.
+    """
+    digest = hashlib.sha256()
+    for name, paths in sorted(entries, key=lambda entry: entry[0]):
+        fields = [name]
+        for path in paths:
+            if path is None:
+                fields.append("-")
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                fields.append("missing")
+                continue
+            fields.append(f"{st.st_size}:{st.st_mtime_ns}" if mtime else str(st.st_size))
+        digest.update(("\t".join(fields) + "\n").encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(dataset, names: Iterable[str] | None = None, *, labels: bool = False,
+                        mtime: bool = False) -> str:
+    """:func:`files_fingerprint` of a dataset's image files (and label files with ``labels``), for the
+    samples whose name is in ``names`` (all by default). ``""`` for a dataset that does not expose its
+    files (``samples`` with ``image`` / ``label`` paths): such data cannot be checked."""
+    samples = getattr(dataset, "samples", None)
+    if not samples or not all(hasattr(s, "image") and hasattr(s, "name") for s in samples):
+        return ""
+    keep = None if names is None else {str(n) for n in names}
+    entries = [(s.name, [s.image] + ([getattr(s, "label", None)] if labels else []))
+               for s in samples if keep is None or s.name in keep]
+    return files_fingerprint(entries, mtime=mtime)
 
 
 def read_index_label(path: str | Path) -> np.ndarray:

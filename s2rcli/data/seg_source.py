@@ -125,7 +125,9 @@ class SegmentationData(DataSource):
             if len(ds) == 0:
                 raise S2RError(f"training set {getattr(ds, 'root', ds)} has no images")
         size_t = (int(size[0]), int(size[1])) if size else None
-        union = ConcatDataset([ImageLabelDataset(ds, size=size_t, labels=True) for ds in datasets])
+        # on_error=skip in a spec: unreadable files are left out (and reported) as they are met
+        union = ConcatDataset([ImageLabelDataset(ds, size=size_t, labels=True, skip_unreadable=True)
+                               for ds in datasets])
         n = len(union)
         per_item_mb = (size_t[0] * size_t[1] * (3 * 4 + 8) / 2**20) if size_t else math.inf
         self.items = _CachedItems(union, cache=n * per_item_mb <= cache_mb)
