@@ -32,7 +32,7 @@ def spfeat(
 ) -> None:
     """Compute Spatial Pyramid Features (per-slice class histograms) for every label map.
 
-    A run that stops early leaves OUT.partial.npz; the same command continues from it.
+    A run that stops early leaves OUT.partial.npz; the same command continues from it (a partial computed from other data, labels or label space is refused: delete it or pass --overwrite). Each image is checked to decode to its end; with ?on_error=skip in the spec, unreadable images are left out and reported.
     """
     level_tuple = parse_levels(levels)
     refuse_overwrite(out, overwrite, "SP-Feat file")
@@ -46,7 +46,7 @@ def spfeat(
     table = Table(title="SP-Feat")
     table.add_column("key")
     table.add_column("value")
-    for key in ("path", "images", "dim", "levels", "space", "source", "resumed", "seconds"):
+    for key in ("path", "images", "dim", "levels", "space", "source", "resumed", "skipped", "seconds"):
         table.add_row(key, str(summary[key]))
     stdout.print(table)
 
@@ -100,6 +100,7 @@ def pairs(
 
     Over-used synthetic images are capped and replaced by the next nearest; each
     gets the weight 1/uses. Prints coverage, neighbour distances and the most-used images.
+    The pairs file records which image files both sides came from, so `s2r train --smart-batch` can check it; --real and --synthetic must hold different images.
     """
     from ..data.pairing import (check_compatible, pair_features, render_class_frequencies, render_preview,
                                 save_pairs, summarize, load_pairs)

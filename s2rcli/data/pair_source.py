@@ -15,6 +15,8 @@ would have seen, with or without worker processes.
 
 from __future__ import annotations
 
+import filecmp
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,8 +24,10 @@ import torch
 from PIL import Image
 
 from ..errors import S2RError
+from . import io
 from .sampler import make_pair_sampler as _sampler
 from .source import DataSource
+from .torchdata import SkipUnreadable
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -71,6 +75,10 @@ class PairDataSource(DataSource):
         seed: seeds the augmentations, together with each pair's draw index.
         labels: also return the synthetic labels (label-to-image models).
         workers: DataLoader worker processes (0 = load in the training process).
+
+    A dataset opened with ``on_error=skip`` has its unreadable files left out as they are met
+    (each reported); the next readable sample stands in (:class:`~s2rcli.data.torchdata.SkipUnreadable`),
+    and ``index`` holds the indices actually read.
     """
 
     def __init__(self, synthetic, real, sampler, *, batch_size: int, size: Sequence[int], seed: int = 0,
@@ -80,6 +88,11 @@ class PairDataSource(DataSource):
         self.labels, self.workers = labels, int(workers)
         self.scale_jitter, self.flip = float(scale_jitter), flip
         self.consumed = int(sampler.position)  # draws handed to the loop (workers may have pre-fetched more)
+        self._read_synthetic = SkipUnreadable(synthetic, "synthetic")
+        self._read_real = SkipUnreadable(real, "real")
+
+    def _synthetic(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.synthetic.read_image(i), (self.synthetic.read_label(i) if self.labels else None)
 
     # --- items -------------------------------------------------------------------------------------
 
@@ -87,11 +100,10 @@ class PairDataSource(DataSource):
         """Draw ``k``: synthetic image ``si`` and real image ``ri``, augmented by ``(seed, k)``."""
         rng_a = np.random.default_rng([self.seed, int(k), 0])
         rng_b = np.random.default_rng([self.seed, int(k), 1])
-        label = self.synthetic.read_label(si) if self.labels else None
-        a, a_label = scale_crop_flip(self.synthetic.read_image(si), label, self.size, rng_a,
-                                     scale_jitter=self.scale_jitter, flip=self.flip)
-        b, _ = scale_crop_flip(self.real.read_image(ri), None, self.size, rng_b,
-                               scale_jitter=self.scale_jitter, flip=self.flip)
+        si, (image, label) = self._read_synthetic.read(si, self._synthetic)
+        ri, real = self._read_real.read(ri, self.real.read_image)
+        a, a_label = scale_crop_flip(image, label, self.size, rng_a, scale_jitter=self.scale_jitter, flip=self.flip)
+        b, _ = scale_crop_flip(real, None, self.size, rng_b, scale_jitter=self.scale_jitter, flip=self.flip)
         item = {"a": _to_tensor(a), "b": _to_tensor(b), "index": torch.tensor([si, ri]), "draw": torch.tensor(k)}
         if a_label is not None:
             item["a_label"] = torch.from_numpy(np.array(a_label, dtype=np.int64))
@@ -144,9 +156,10 @@ class PairDataSource(DataSource):
         m = min(len(si), len(ri))
         items = []
         for s_idx, r_idx in zip(si[:m], ri[:m]):
-            label = self.synthetic.read_label(int(s_idx)) if self.labels else None
-            a, a_label = scale_crop_flip(self.synthetic.read_image(int(s_idx)), label, self.size, None)
-            b, _ = scale_crop_flip(self.real.read_image(int(r_idx)), None, self.size, None)
+            s_idx, (image, label) = self._read_synthetic.read(int(s_idx), self._synthetic)
+            r_idx, real = self._read_real.read(int(r_idx), self.real.read_image)
+            a, a_label = scale_crop_flip(image, label, self.size, None)
+            b, _ = scale_crop_flip(real, None, self.size, None)
             item = {"a": _to_tensor(a), "b": _to_tensor(b), "index": torch.tensor([int(s_idx), int(r_idx)])}
             if a_label is not None:
                 item["a_label"] = torch.from_numpy(np.array(a_label, dtype=np.int64))
@@ -179,6 +192,7 @@ def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels:
     for key in ("synthetic", "real"):
         if key not in data or data[key] is None or len(data[key]) == 0:
             raise S2RError(f"the {key} dataset is empty", hint=f"check the --{key} spec")
+    refuse_same_images(data["synthetic"], data["real"])
     if labels and not data["synthetic"].has_labels:
         raise S2RError("this model needs synthetic labels, but the --synthetic dataset has none",
                        hint="point --synthetic at a dataset with label maps")
@@ -190,3 +204,31 @@ def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels:
         seed=int(cfg.get("seed", 0)), labels=labels, workers=int(train.get("workers", 0)),
         scale_jitter=float(data_cfg.get("scale_jitter", 0.125)), flip=bool(data_cfg.get("flip", True)),
     )
+
+
+def same_images(a, b) -> str | None:
+    """Why two datasets hold the very same images (None if they do not): the same object, the same
+    image files (after resolving links and spellings of the path), or byte-identical copies of them
+    under the same names (compared only when names and sizes already agree,
+    :func:`s2rcli.data.io.dataset_fingerprint`)."""
+    if a is b:
+        return "are the same dataset"
+    files_a = [getattr(s, "image", None) for s in getattr(a, "samples", None) or []]
+    files_b = [getattr(s, "image", None) for s in getattr(b, "samples", None) or []]
+    if files_a and files_b and None not in files_a and None not in files_b and len(files_a) == len(files_b):
+        if {Path(p).resolve() for p in files_a} == {Path(p).resolve() for p in files_b}:
+            return f"read the same image files ({getattr(a, 'spec', '')} and {getattr(b, 'spec', '')})"
+        fingerprint = io.dataset_fingerprint(a)
+        if fingerprint and fingerprint == io.dataset_fingerprint(b):  # same names and sizes: compare the bytes
+            by_name = {s.name: s.image for s in b.samples}
+            if all(filecmp.cmp(s.image, by_name[s.name], shallow=False) for s in a.samples):
+                return f"hold copies of the same images ({getattr(a, 'spec', '')} and {getattr(b, 'spec', '')})"
+    return None
+
+
+def refuse_same_images(synthetic, real) -> None:
+    """:class:`S2RError` when ``synthetic`` and ``real`` hold the same images (:func:`same_images`)."""
+    why = same_images(synthetic, real)
+    if why:
+        raise S2RError(f"--synthetic and --real {why}: a translator learns nothing from a dataset paired with itself",
+                       hint="pass the synthetic (source) images as --synthetic and the real (target) images as --real")

@@ -34,6 +34,7 @@ Coverage is the share of synthetic images with ``count > 0``.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import numpy as np
 
 from . import io
 from ..errors import S2RError
+from ..utils.atomic import atomic_write_with
 
 DEFAULT_K = 15
 DEFAULT_CANDIDATE_FACTOR = 16  # the first search: 16 K candidates per real image
@@ -248,6 +250,19 @@ class PairsFile:
     levels: tuple[int, ...]
     space: str
     path: Path | None = None
+    # Provenance: the specs the SP-Feat files were computed from, and the fingerprints of their image
+    # files (io.dataset_fingerprint: names and byte sizes; "" when the file predates them or the data
+    # could not be fingerprinted); names left out of the SP-Feat files as unreadable.
+    real_spec: str = ""
+    synthetic_spec: str = ""
+    real_fingerprint: str = ""
+    synthetic_fingerprint: str = ""
+    real_skipped: tuple[str, ...] = ()
+    synthetic_skipped: tuple[str, ...] = ()
+
+    @property
+    def has_fingerprints(self) -> bool:
+        return bool(self.real_fingerprint and self.synthetic_fingerprint)
 
 
 PAIRS_KEYS = ("real_names", "synthetic_names", "neighbors", "distances", "probs", "synthetic_weights", "k", "levels",
@@ -255,9 +270,12 @@ PAIRS_KEYS = ("real_names", "synthetic_names", "neighbors", "distances", "probs"
 
 
 def save_pairs(path: str | Path, result: PairResult, real, synthetic, *, overwrite: bool = False) -> Path:
-    """Write ``pairs.npz`` from a :class:`PairResult` and the two SP-Feat files it came from."""
-    from ..utils.atomic import atomic_write_with
+    """Write ``pairs.npz`` from a :class:`PairResult` and the two SP-Feat files it came from.
 
+    Besides the pairs, it records where they came from: each side's spec, the fingerprint of its
+    image files and the names its SP-Feat file left out, so training can check the pairs against
+    the datasets it is given (:func:`s2rcli.data.sampler.make_pair_sampler`).
+    """
     arrays = {
         "format": np.asarray("s2r-pairs"), "format_version": np.asarray(1),
         "real_names": np.asarray(real.names, str), "synthetic_names": np.asarray(synthetic.names, str),
@@ -267,8 +285,16 @@ def save_pairs(path: str | Path, result: PairResult, real, synthetic, *, overwri
         "metric": np.asarray(result.metric), "max_uses": np.asarray(result.max_uses),
         "candidates": np.asarray(result.candidates), "coverage": np.asarray(result.coverage),
         "real_spec": np.asarray(real.spec), "synthetic_spec": np.asarray(synthetic.spec),
+        "real_fingerprint": np.asarray(getattr(real, "fingerprint", "") or ""),
+        "synthetic_fingerprint": np.asarray(getattr(synthetic, "fingerprint", "") or ""),
+        "real_skipped": np.asarray(_skipped(real), str), "synthetic_skipped": np.asarray(_skipped(synthetic), str),
     }
     return atomic_write_with(path, lambda fh: np.savez(fh, **arrays), overwrite=overwrite)
+
+
+def _skipped(features) -> list[str]:
+    skipped = getattr(features, "skipped", None)
+    return [] if skipped is None else [str(name) for name in np.asarray(skipped).ravel()]
 
 
 def load_pairs(path: str | Path) -> PairsFile:
@@ -283,6 +309,10 @@ def load_pairs(path: str | Path) -> PairsFile:
         probs=np.asarray(data["probs"], np.float64), synthetic_weights=np.asarray(data["synthetic_weights"]),
         k=int(data["k"]), levels=tuple(int(v) for v in np.asarray(data["levels"]).ravel()),
         space=str(data["space"]), path=path,
+        **{key: str(data[key]) for key in ("real_spec", "synthetic_spec", "real_fingerprint", "synthetic_fingerprint")
+           if key in data},
+        **{key: tuple(np.asarray(data[key]).astype(str).ravel().tolist())
+           for key in ("real_skipped", "synthetic_skipped") if key in data},
     )
     n_real, n_syn = len(pairs.real_names), len(pairs.synthetic_names)
     if pairs.neighbors.shape != (n_real, pairs.k) or pairs.probs.shape != (n_real, pairs.k):
@@ -294,8 +324,35 @@ def load_pairs(path: str | Path) -> PairsFile:
     return pairs
 
 
+def _same_file(a, b) -> bool:
+    try:
+        return a is not None and b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def same_data(real, synthetic) -> str | None:
+    """Why two SP-Feat files describe the very same images (None if they do not): the same file,
+    the same image files (fingerprint), or, for files without fingerprints, the same spec and names."""
+    if _same_file(getattr(real, "path", None), getattr(synthetic, "path", None)):
+        return f"--real and --synthetic are the same file {real.path}"
+    fp_real, fp_syn = getattr(real, "fingerprint", ""), getattr(synthetic, "fingerprint", "")
+    if fp_real and fp_real == fp_syn:
+        return f"--real {real.path} and --synthetic {synthetic.path} were computed from the same image files"
+    if (not (fp_real and fp_syn) and str(real.spec) == str(synthetic.spec)
+            and np.array_equal(np.asarray(real.names), np.asarray(synthetic.names))):
+        return f"--real {real.path} and --synthetic {synthetic.path} were both computed from {real.spec}"
+    return None
+
+
 def check_compatible(real, synthetic) -> None:
-    """Refuse two SP-Feat files that cannot be compared (levels, label space, classes)."""
+    """Refuse two SP-Feat files that cannot be compared (levels, label space, classes), or that
+    describe the same images: pairing a dataset with itself teaches a translator nothing."""
+    why = same_data(real, synthetic)
+    if why:
+        raise S2RError(f"{why}: pairing images with themselves is not a synthetic-to-real pairing",
+                       hint="pass the SP-Feat file of the real images as --real and that of the synthetic images "
+                            "as --synthetic")
     if real.levels != synthetic.levels:
         raise S2RError(f"SP-Feat levels differ: real {list(real.levels)} ({real.path}), "
                        f"synthetic {list(synthetic.levels)} ({synthetic.path})",

@@ -11,6 +11,11 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from . import io
+from ..console import warn
+from ..errors import S2RError
+from .pairing import PairsFile, load_pairs
+
 
 class PairSampler:
     """Endless iterator of ``(synthetic_index, real_index)``; resumable."""
@@ -92,13 +97,17 @@ class SmartPairSampler(PairSampler):
         return int(self.neighbors[row, col]), int(self.real_indices[row])
 
 
-def _name_positions(names_in_pairs, dataset_names, domain: str, pairs_path) -> np.ndarray:
-    """Dataset index of every name in the pairs file; S2RError if the two sets differ."""
-    from ..errors import S2RError
+def _name_positions(names_in_pairs, dataset_names, domain: str, pairs_path, skipped=()) -> np.ndarray:
+    """Dataset index of every name in the pairs file; S2RError if the two sets differ.
 
+    Names in ``skipped`` (left out of the SP-Feat file as unreadable) may be in the dataset
+    without an entry in the pairs file.
+    """
     positions = {str(name): i for i, name in enumerate(dataset_names)}
     missing = [str(n) for n in names_in_pairs if str(n) not in positions]
-    extra = len(positions) - (len(names_in_pairs) - len(missing))
+    listed = {str(n) for n in names_in_pairs}
+    tolerated = sum(1 for name in {str(n) for n in skipped} if name in positions and name not in listed)
+    extra = len(positions) - (len(names_in_pairs) - len(missing)) - tolerated
     if missing or extra or len(set(map(str, names_in_pairs))) != len(names_in_pairs):
         detail = []
         if missing:
@@ -123,14 +132,58 @@ def make_pair_sampler(smart: bool, pairs_path, synthetic, real, *, seed: int = 0
     """
     if not smart:
         return RandomPairSampler(len(synthetic), len(real), seed=seed, rank=rank, world_size=world_size)
-    from ..errors import S2RError
-    from .pairing import load_pairs
-
     if pairs_path is None:
         raise S2RError("--smart-batch needs a pairs file",
                        hint="compute one with `s2r prepare pairs ... --out pairs.npz` and pass --pairs pairs.npz")
-    pairs = load_pairs(pairs_path)
-    real_idx = _name_positions(pairs.real_names, real.names, "real", pairs_path)
-    syn_idx = _name_positions(pairs.synthetic_names, synthetic.names, "synthetic", pairs_path)
+    pairs, syn_idx, real_idx = check_pairs_file(pairs_path, synthetic, real)
     return SmartPairSampler(syn_idx[pairs.neighbors], pairs.probs, n_synthetic=len(synthetic),
                             real_indices=real_idx, seed=seed, rank=rank, world_size=world_size)
+
+
+def check_pairs_file(pairs_path, synthetic, real) -> tuple[PairsFile, np.ndarray, np.ndarray]:
+    """Load a pairs file and check it against the datasets trained on: the names (mapped onto the
+    datasets' order) and the provenance (:func:`check_provenance`). Returns the pairs and the
+    synthetic and real dataset index of each of its names."""
+    pairs = load_pairs(pairs_path)
+    real_idx = _name_positions(pairs.real_names, real.names, "real", pairs_path, pairs.real_skipped)
+    syn_idx = _name_positions(pairs.synthetic_names, synthetic.names, "synthetic", pairs_path,
+                              pairs.synthetic_skipped)
+    check_provenance(pairs, synthetic, real)
+    return pairs, syn_idx, real_idx
+
+
+_WARNED_UNCHECKED: set[str] = set()  # pairs files already reported as unverifiable in this process
+
+
+def check_provenance(pairs: PairsFile, synthetic, real) -> None:
+    """Refuse a pairs file computed from other files than the datasets trained on, though the names match.
+
+    The pairs file records, per side, the fingerprint of the image files its SP-Feat file was
+    computed from (names and byte sizes, :func:`s2rcli.data.io.dataset_fingerprint`); each is
+    compared with the same fingerprint of the dataset's files under those names. A pairs file
+    written before fingerprints were recorded cannot be checked: a warning says so (and names the
+    specs it records when they differ from the datasets'). Datasets that do not expose their files
+    are not checked.
+    """
+    if not pairs.has_fingerprints:
+        if str(pairs.path) in _WARNED_UNCHECKED:
+            return
+        _WARNED_UNCHECKED.add(str(pairs.path))
+        differ = [f"{side} {recorded} (training on {getattr(ds, 'spec', '?')})"
+                  for side, recorded, ds in (("real", pairs.real_spec, real),
+                                             ("synthetic", pairs.synthetic_spec, synthetic))
+                  if recorded and getattr(ds, "spec", None) and str(recorded) != str(ds.spec)]
+        warn(f"pairs file {pairs.path} does not record which image files it was computed from (written by an "
+             "older s2r), so it cannot be checked against --real and --synthetic"
+             + (f"; it records {', '.join(differ)}" if differ else "")
+             + "; recompute it with `s2r prepare spfeat` and `s2r prepare pairs` to have it checked")
+        return
+    for side, recorded, spec, names, dataset in (
+            ("real", pairs.real_fingerprint, pairs.real_spec, pairs.real_names, real),
+            ("synthetic", pairs.synthetic_fingerprint, pairs.synthetic_spec, pairs.synthetic_names, synthetic)):
+        current = io.dataset_fingerprint(dataset, names.tolist())
+        if current and current != recorded:
+            raise S2RError(
+                f"pairs file {pairs.path} was computed from other {side} images than --{side} "
+                f"{getattr(dataset, 'spec', '')}: the names match but the files differ (it records {spec or '?'})",
+                hint="run `s2r prepare spfeat` and `s2r prepare pairs` on the datasets you train on")

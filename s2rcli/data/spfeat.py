@@ -38,8 +38,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import io
-from ..console import make_progress
+from .datasets import open_dataset, parse_spec
+from ..console import info, make_progress, warn
 from ..errors import S2RError
+from ..utils.atomic import atomic_write_with, refuse_overwrite
 
 DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 4)
 FORMAT = "s2r-spfeat"
@@ -248,6 +250,8 @@ class SpfeatFile:
     class_pixels: np.ndarray  # N x C int64: labelled pixels per class over the whole image
     source: str  # "labels" or "segmenter:<checkpoint>"
     path: Path | None = None
+    fingerprint: str = ""  # names and byte sizes of the image files (io.dataset_fingerprint); "" if unknown
+    skipped: np.ndarray | None = None  # names left out as unreadable (on_error=skip)
 
 
 REQUIRED_KEYS = ("features", "names", "levels", "space", "num_classes", "spec")
@@ -267,6 +271,8 @@ def load_spfeat(path: str | Path) -> SpfeatFile:
         levels=tuple(int(l) for l in np.asarray(data["levels"]).ravel()), space=str(data["space"]),
         num_classes=num_classes, spec=str(data["spec"]), class_pixels=class_pixels,
         source=str(data["source"]) if "source" in data else "labels", path=path,
+        fingerprint=str(data["fingerprint"]) if "fingerprint" in data else "",
+        skipped=np.asarray(data["skipped"]).astype(str) if "skipped" in data else np.asarray([], str),
     )
     if result.features.ndim != 2 or result.features.shape[0] != len(result.names):
         raise S2RError(f"{path}: features {result.features.shape} do not match {len(result.names)} names")
@@ -284,8 +290,6 @@ def partial_path(out_path: str | Path) -> Path:
 
 
 def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
-    from ..utils.atomic import atomic_write_with
-
     atomic_write_with(path, lambda fh: np.savez(fh, **arrays))
 
 
@@ -301,22 +305,36 @@ def _dataset_spec(dataset) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(dataset, num_classes: int, levels: tuple[int, ...], ignore_index: int) -> None:
-    _WORKER.update(dataset=dataset, num_classes=num_classes, levels=levels, ignore_index=ignore_index)
+def _init_worker(dataset, num_classes: int, levels: tuple[int, ...], ignore_index: int,
+                 images: list | None = None, skip: bool = False) -> None:
+    _WORKER.update(dataset=dataset, num_classes=num_classes, levels=levels, ignore_index=ignore_index,
+                   images=images, skip=skip)
 
 
-def _label_chunk(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _label_chunk(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """SP-Feat of a chunk of images; with ``skip``, unreadable ones come back in the last list
+    (index, reason) with zero rows instead of stopping the run."""
     w = _WORKER
-    feats = np.empty((len(indices), feature_dim(w["num_classes"], w["levels"])), np.float32)
-    counts = np.empty((len(indices), w["num_classes"]), np.int64)
+    feats = np.zeros((len(indices), feature_dim(w["num_classes"], w["levels"])), np.float32)
+    counts = np.zeros((len(indices), w["num_classes"]), np.int64)
+    skipped: list[tuple[int, str]] = []
     for row, i in enumerate(indices):
-        label = w["dataset"].read_label(int(i))
+        try:
+            image = w["images"][int(i)] if w["images"] is not None else None
+            if image is not None:
+                io.verify_image(image)  # labels come from the file beside it: a broken image must not pass
+            label = w["dataset"].read_label(int(i))
+        except S2RError as exc:
+            if not w["skip"]:
+                raise
+            skipped.append((int(i), exc.message))
+            continue
         try:
             feats[row], counts[row] = spfeat_with_counts(label, w["num_classes"], w["levels"], w["ignore_index"])
         except S2RError as exc:
             name = w["dataset"].names[int(i)]
             raise S2RError(f"{name}: {exc.message}", hint=exc.hint) from None
-    return indices, feats, counts
+    return indices, feats, counts, skipped
 
 
 def compute_spfeat_file(
@@ -339,7 +357,10 @@ def compute_spfeat_file(
         dataset: a :class:`~s2rcli.data.datasets.Dataset`, or a spec string opened in ``space``.
         out_path: the ``.npz`` to write: ``features`` (N x D float32), ``names``,
             ``levels``, ``space``, ``num_classes``, ``spec``, plus ``class_pixels``
-            (N x C exact labelled-pixel counts) and ``source``.
+            (N x C exact labelled-pixel counts), ``source``, ``fingerprint`` (the
+            names and byte sizes of the image files, see :func:`io.dataset_fingerprint`;
+            ``prepare pairs`` carries it into the pairs file so training can check
+            it) and ``skipped`` (names left out, below).
         levels: pyramid levels.
         workers: processes reading labels in parallel (1 = in this process).
             Ignored with a segmenter, whose inference runs in this process.
@@ -348,22 +369,26 @@ def compute_spfeat_file(
             recorded in the file, such as :class:`s2rcli.evaluation.SegmenterLabels`.
         spec: recorded in the file (the previews of ``prepare pairs`` reopen it);
             defaults to the spec string, or ``KIND:ROOT?split=...``.
-        overwrite: replace an existing ``out_path``.
+        overwrite: replace an existing ``out_path`` (and discard a partial result
+            computed from other inputs).
         chunk_size: images per work unit.
         partial_every_s: how often the partial result ``NAME.partial.npz`` is
             rewritten (atomically). A run that stops early continues from it;
-            it is removed once ``out_path`` is written.
+            it is removed once ``out_path`` is written. The partial records what
+            it was computed from (spec, label space, labels or segmenter, and a
+            fingerprint of the names, sizes and modification times of the files
+            read); one computed from other inputs is refused, not resumed.
+            One for other pyramid levels only is set aside (recomputed).
 
+    Each image's file is checked to decode to its end, as well as its label: a
+    truncated or empty file stops the run naming it, or, with the dataset's
+    ``on_error=skip``, is left out of the output, reported, and listed in ``skipped``.
     Memory stays at the output matrix plus one chunk per worker, whatever N is.
-    Returns a summary dict (count, dimension, seconds, resumed images, path).
+    Returns a summary dict (count, dimension, seconds, resumed and skipped images, path).
     """
-    from ..utils.atomic import refuse_overwrite
-
     out_path = Path(out_path)
     refuse_overwrite(out_path, overwrite, "SP-Feat file")
     if isinstance(dataset, (str, os.PathLike)):
-        from .datasets import open_dataset
-
         spec = spec or str(dataset)
         dataset = open_dataset(str(dataset), space)
     spec = spec or _dataset_spec(dataset)
@@ -379,10 +404,17 @@ def compute_spfeat_file(
                        hint="pass --segmenter CKPT to use a segmenter's predictions instead")
     source = "labels" if labeller is None else str(labeller.source)
     dim = feature_dim(num_classes, levels)
+    skip = getattr(dataset, "on_error", "fail") == "skip"
+    samples = getattr(dataset, "samples", None)
+    # The label readers decode only labels: each image is checked too (a segmenter decodes it anyway).
+    images = ([getattr(s, "image", None) for s in samples] if labeller is None and samples is not None
+              and len(samples) == n else None)
 
     features = np.zeros((n, dim), np.float32)
     class_pixels = np.zeros((n, num_classes), np.int64)
     done = np.zeros(n, bool)
+    skipped = np.zeros(n, bool)
+    inputs = io.dataset_fingerprint(dataset, labels=labeller is None, mtime=True)
     meta = {"names": names, "levels": np.asarray(levels, np.int64), "space": np.asarray(space_name),
             "num_classes": np.asarray(num_classes), "spec": np.asarray(spec), "source": np.asarray(source),
             "format": np.asarray(FORMAT), "format_version": np.asarray(FORMAT_VERSION)}
@@ -390,10 +422,12 @@ def compute_spfeat_file(
     part = partial_path(out_path)
     resumed = 0
     if part.exists():
-        resumed = _load_partial(part, meta, features, class_pixels, done)
+        resumed = _load_partial(part, {**meta, "inputs": np.asarray(inputs)}, features, class_pixels, done,
+                                overwrite=overwrite)
 
     def save_partial() -> None:
-        _save_npz(part, {**meta, "features": features, "class_pixels": class_pixels, "done": done})
+        _save_npz(part, {**meta, "inputs": np.asarray(inputs), "features": features, "class_pixels": class_pixels,
+                         "done": done, "skipped": skipped})
 
     todo = np.flatnonzero(~done)
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
@@ -406,27 +440,29 @@ def compute_spfeat_file(
     if not progress:
         bar.disable = True
     if progress:
-        from ..console import info
-
         info(f"SP-Feat of {n} images from {spec} at levels {list(levels)}"
              + (f", labels from {labeller.source}" if labeller is not None else ""))
     try:
         if labeller is not None:
-            _init_worker(labeller, num_classes, levels, ignore)
+            _init_worker(labeller, num_classes, levels, ignore, None, skip)
             results = map(_label_chunk, chunks)
         elif workers == 1 or len(chunks) <= 1:
-            _init_worker(dataset, num_classes, levels, ignore)
+            _init_worker(dataset, num_classes, levels, ignore, images, skip)
             results = map(_label_chunk, chunks)
         else:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             pool = multiprocessing.get_context(method).Pool(
-                min(workers, len(chunks)), initializer=_init_worker, initargs=(dataset, num_classes, levels, ignore))
+                min(workers, len(chunks)), initializer=_init_worker,
+                initargs=(dataset, num_classes, levels, ignore, images, skip))
             results = pool.imap_unordered(_label_chunk, chunks)
         with bar:
             task = bar.add_task("SP-Feat", total=n, completed=int(done.sum()))
             last_refresh = 0.0
-            for indices, feats, counts in results:
+            for indices, feats, counts, bad in results:
                 features[indices], class_pixels[indices], done[indices] = feats, counts, True
+                for i, reason in bad:
+                    skipped[i] = True
+                    warn(f"left out {names[i]} ({int(skipped.sum())} so far, on_error=skip): {reason}")
                 dirty = True
                 bar.advance(task, len(indices))
                 now = time.monotonic()
@@ -448,32 +484,86 @@ def compute_spfeat_file(
             pool.join()
         _WORKER.clear()
 
-    _save_npz(out_path, {**meta, "features": features, "class_pixels": class_pixels})
+    n_skipped = int(skipped.sum())
+    if n_skipped == n:
+        raise S2RError(f"every one of the {n} images of {spec} was left out as unreadable (on_error=skip); "
+                       f"no SP-Feat file was written",
+                       hint="check the files named in the warnings above, or the dataset spec")
+    keep = ~skipped
+    fingerprint = io.dataset_fingerprint(dataset, names[keep].tolist())
+    _save_npz(out_path, {**meta, "names": names[keep], "features": features[keep],
+                         "class_pixels": class_pixels[keep], "fingerprint": np.asarray(fingerprint),
+                         "skipped": names[skipped]})
     if part.exists():
         part.unlink()
-    return {"path": str(out_path), "images": n, "dim": dim, "levels": list(levels), "space": space_name,
-            "source": source, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 3)}
+    if n_skipped:
+        warn(f"left out {n_skipped} of {n} images of {spec} that could not be read (on_error=skip); "
+             f"{out_path} lists them under 'skipped'")
+    return {"path": str(out_path), "images": n - n_skipped, "dim": dim, "levels": list(levels), "space": space_name,
+            "source": source, "resumed": resumed, "skipped": n_skipped,
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _load_partial(part: Path, meta: dict, features, class_pixels, done) -> int:
-    """Fill the arrays from a partial file written for the same inputs; returns the rows restored."""
-    from ..console import info, warn
+# What a partial result must share with the run that resumes it: the data it was computed from.
+_PARTIAL_IDENTITY = {"spec": "dataset spec", "names": "image names", "inputs": "files (names, sizes, times)",
+                     "space": "label space", "num_classes": "number of classes", "source": "labels"}
 
+
+def _same_spec(a: str, b: str) -> bool:
+    """Whether two spec strings name the same data read the same way: the same kind, folder (however
+    it is spelt) and options, except ``on_error`` (it decides what is reported, not what is read)."""
+    if a == b:
+        return True
+    try:
+        pa, pb = parse_spec(a), parse_spec(b)
+    except S2RError:
+        return False
+    options = [{k: v for k, v in p.options.items() if k != "on_error"} for p in (pa, pb)]
+    return pa.kind == pb.kind and pa.path.resolve() == pb.path.resolve() and options[0] == options[1]
+
+
+def _load_partial(part: Path, meta: dict, features, class_pixels, done, *, overwrite: bool = False) -> int:
+    """Fill the arrays from a partial file written for the same inputs; returns the rows restored.
+
+    A partial computed from other inputs (see ``_PARTIAL_IDENTITY``), or one that does not
+    record them (written by an older s2r), is an :class:`S2RError` unless ``overwrite``, which
+    discards it; one for other pyramid levels only is set aside with a warning.
+    """
     try:
         with np.load(part, allow_pickle=False) as data:
-            same = all(
-                k in data.files and np.array_equal(np.asarray(data[k]), np.asarray(meta[k]))
-                for k in ("names", "levels", "space", "num_classes", "source")
-            )
-            if not same:
-                warn(f"ignoring {part}: it was computed for other images, levels, space or labels")
-                return 0
-            features[:] = data["features"]
-            class_pixels[:] = data["class_pixels"]
-            done[:] = data["done"]
+            recorded = {key: np.asarray(data[key]) for key in data.files}
     except (OSError, ValueError, KeyError) as exc:
         warn(f"ignoring unreadable partial result {part}: {exc}")
         return 0
+    differs = [label for key, label in _PARTIAL_IDENTITY.items()
+               if key not in recorded or not (_same_spec(str(recorded[key]), str(meta[key])) if key == "spec"
+                                              else np.array_equal(recorded[key], np.asarray(meta[key])))]
+    if differs:
+        was = (f"was computed from {recorded['spec']}" if "spec" in recorded else "was written by an older s2r")
+        if "inputs" not in recorded:
+            why = "does not record which files it was computed from"
+        else:
+            why = "differs in " + ", ".join(differs)
+        if overwrite:
+            warn(f"discarding the partial result {part}: it {was} and {why} (--overwrite)")
+            return 0
+        raise S2RError(f"partial result {part} {was}, not from {meta['spec']}: it {why}",
+                       hint=f"delete {part} (or pass --overwrite) to start afresh, or resume it with "
+                            "the dataset it was computed from")
+    if not np.array_equal(recorded["levels"], np.asarray(meta["levels"])):
+        warn(f"setting aside the partial result {part}: it was computed at levels {recorded['levels'].tolist()}, "
+             f"not {np.asarray(meta['levels']).tolist()}; starting afresh")
+        return 0
+    try:
+        features[:] = recorded["features"]
+        class_pixels[:] = recorded["class_pixels"]
+        done[:] = recorded["done"]
+    except (KeyError, ValueError) as exc:
+        warn(f"ignoring unreadable partial result {part}: {exc}")
+        done[:] = False
+        return 0
+    if "skipped" in recorded:
+        done[np.asarray(recorded["skipped"], bool)] = False  # left out as unreadable: tried again
     restored = int(done.sum())
     info(f"resuming from {part}: {restored}/{len(done)} images already done")
     return restored
