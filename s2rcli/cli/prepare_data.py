@@ -66,11 +66,13 @@ def demo(
     n_real_val: int = typer.Option(100, "--n-real-val", min=0, help="Real validation images (with labels)."),
     size: str = typer.Option("128x256", "--size", metavar="HxW", help="Image size HxW."),
     seed: int = typer.Option(0, "--seed", help="Same seed, byte-identical files."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo world already in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out: replaces only the demo's "
+                                   "own manifest.json, synthetic/, real/ and real_val/ (an earlier demo world), keeps "
+                                   "every other file, and refuses if replacing would delete a file the demo did not write."),
 ) -> None:
     """Write the procedural demo world: a synthetic and a real street-scene domain.
 
-    Synthetic images are flat game-like renderings of mostly built-up streets; real images are textured, noisy, colour-shifted "photos" of mostly green suburbs. Labels are cityscapes19 trainIds. Read them back with the specs demo:OUT?split=synthetic|real|real_val.
+    Synthetic images are flat game-like renderings of mostly built-up streets; real images are textured, noisy, colour-shifted "photos" of mostly green suburbs. Labels are cityscapes19 trainIds. Read them back with the specs demo:OUT?split=synthetic|real|real_val. --out must be new or empty unless --overwrite is given.
     """
     from ..data.demo import parse_size, write_demo_world
     from ..console import track

@@ -30,7 +30,9 @@ Every image is a pure function of ``(seed, domain, index)``, so the same seed gi
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -486,11 +488,81 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+_STAGING_PREFIX = ".demo-staging-"
+_DEMO_FILE = re.compile(r"\d{5}\.png")
+
+
+def _is_demo_manifest(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == "s2r-demo-world"
+
+
+def _not_from_demo(out: Path) -> list[Path]:
+    """What ``--overwrite`` would have to delete in ``out`` that a demo world did not write: a
+    ``manifest.json`` of another kind, or anything in ``synthetic/``, ``real/``, ``real_val/`` other
+    than their ``images/`` and ``labels/`` folders of ``NNNNN.png`` files."""
+    foreign = []
+    manifest = out / "manifest.json"
+    if (manifest.exists() or manifest.is_symlink()) and not (manifest.is_file() and _is_demo_manifest(manifest)):
+        foreign.append(manifest)
+    for domain in DOMAINS:
+        folder = out / domain
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        if folder.is_symlink() or not folder.is_dir():
+            foreign.append(folder)
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.name not in ("images", "labels") or entry.is_symlink() or not entry.is_dir():
+                foreign.append(entry)
+                continue
+            foreign += [f for f in sorted(entry.iterdir())
+                        if f.is_symlink() or not f.is_file() or not _DEMO_FILE.fullmatch(f.name)]
+    return foreign
+
+
+def check_demo_out(out: str | Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` the demo world must not write into.
+
+    Without ``overwrite``: a folder that is not empty (a demo world already there, or anything
+    else). With it: the demo world goes beside what the folder holds, replacing only its own
+    ``manifest.json``, ``synthetic/``, ``real/`` and ``real_val/``; if replacing them would delete
+    a file the demo world did not write, that is refused too, naming the file.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise S2RError(f"--out {out} is a file, not a folder", hint="choose a new or empty folder")
+    if not out.is_dir():
+        return
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(_STAGING_PREFIX))
+    if not entries:
+        return
+    is_world = _is_demo_manifest(out / "manifest.json")
+    if not overwrite:
+        if is_world:
+            raise S2RError(f"a demo world already exists in {out}", hint="choose another --out, or pass --overwrite")
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise S2RError(f"--out {out} is not empty and holds no s2r demo world ({len(entries)} entries: {shown})",
+                       hint="choose a new or empty folder, or pass --overwrite to write the demo world beside "
+                            "what is there (only manifest.json, synthetic/, real/ and real_val/ are replaced)")
+    foreign = _not_from_demo(out)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise S2RError(f"--overwrite would delete {foreign[0]}{more}, which no demo world wrote",
+                       hint="move it out of the way, or choose another --out")
+
+
 def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 200, n_real_val: int = 100,
                      size: tuple[int, int] = (128, 256), seed: int = 0, overwrite: bool = False,
                      workers: int | None = None, progress=None) -> dict:
     """Write the demo world to ``out`` and return its manifest.
 
+    ``out`` must be new or empty; with ``overwrite`` it may hold an earlier demo world or other
+    files: only ``manifest.json``, ``synthetic/``, ``real/`` and ``real_val/`` are replaced, and
+    only if they hold nothing but demo output (see :func:`check_demo_out`).
     Files go to a hidden staging folder first and are moved into place at the end, so an
     interrupted run leaves no half-written world; ``manifest.json`` is written last.
     """
@@ -499,13 +571,9 @@ def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 2
     if any(n < 0 for n in counts.values()) or counts["synthetic"] < 1 or counts["real"] < 1:
         raise S2RError("the demo world needs at least one synthetic and one real image")
     size = (int(size[0]), int(size[1]))
-    if out.exists() and not out.is_dir():
-        raise S2RError(f"--out {out} is a file, not a folder")
-    existing = [p for p in [out / "manifest.json", *(out / d for d in DOMAINS)] if p.exists()]
-    if existing and not overwrite:
-        raise S2RError(f"a demo world already exists in {out}", hint="choose another --out, or pass --overwrite")
+    check_demo_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-staging-", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
     start = time.perf_counter()
     try:
         jobs = []
@@ -516,8 +584,6 @@ def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 2
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         pixels = {d: np.zeros(256, np.int64) for d in DOMAINS}
         if workers > 1 and len(jobs) >= 64:
-            import multiprocessing as mp
-
             with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
                 results = pool.imap_unordered(_generate_one, jobs, chunksize=8)
                 for domain, _index, counts_ in (progress(results, len(jobs)) if progress else results):
@@ -533,6 +599,10 @@ def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 2
             "urban_share": {d: URBAN_SHARE[d] for d in DOMAINS},
             "class_frequencies": {d: _frequencies(pixels[d], space) for d in DOMAINS},
         }
+        foreign = _not_from_demo(out)  # checked again: the folder may have changed while rendering
+        if foreign:
+            raise S2RError(f"{foreign[0]} appeared in {out} while the demo world was written; nothing was replaced",
+                           hint="move it out of the way and run again")
         for domain in DOMAINS:
             if (out / domain).exists():
                 shutil.rmtree(out / domain)
