@@ -13,17 +13,24 @@ A run folder holds ``config.json`` (written before step 0), ``checkpoints/latest
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
+from torch import nn
 
 from ..checkpoint import load_checkpoint
 from ..console import console, info, settings, stdout, warn
 from ..device import DistInfo, resolve_device
 from ..errors import S2RError
 from ..data.datasets import open_dataset
+from ..data.pair_source import refuse_same_images
+from ..data.sampler import check_pairs_file
 from ..models import create_model, get_model_entry, list_models
 from .config import config_differences, resolve_config
 from .distributed import barrier, cleanup, init_distributed
@@ -31,6 +38,7 @@ from .loop import Observer, TrainState, seed_everything, train
 from .observers import CheckpointObserver, LossPlotObserver, SampleObserver
 from .progress import ProgressObserver
 from .stats import MetricsObserver, write_config
+from ..utils.sizes import available_memory, format_bytes
 
 RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json", "results.json")
 
@@ -158,6 +166,172 @@ def run_training(
     )
 
 
+# --- training sizes -------------------------------------------------------------------------------
+
+SIZE_PROBE_BATCH = 2  # batch norm needs more than one value per channel
+SIZE_PROBE_LIMIT = 1024  # the largest side (in multiples of the stride) tried when looking for the minimum
+SIZE_PROBE_REFERENCE = 256  # the side (pixels, at least) at which activations per pixel are counted
+
+
+@dataclass(frozen=True)
+class SizeProbe:
+    """What a model's networks need of a training size, found on PyTorch's ``meta`` device
+    (shapes only: no memory, no arithmetic, so any model is probed in a fraction of a second).
+
+    ``multiple``: sides must be multiples of it (a translator's ``stride``: 2 ** downsamplings;
+    segmenters pad their input, so 1). ``min_side``: the smallest side (a multiple of ``multiple``)
+    at which every probed network runs in training mode. ``values_per_pixel``: the outputs of every
+    layer in one forward pass of the networks, per input pixel and image. ``parameters``: weights.
+    """
+
+    multiple: int
+    min_side: int
+    values_per_pixel: float
+    parameters: int
+
+
+def _probe_calls(model: nn.Module, entry) -> list[tuple[str, Callable[[int], Any]]]:
+    """The forward passes probed: the model's own (translate, generate or forward), then each
+    network it holds that takes an image (discriminators); those that cannot are left out."""
+    def image(side: int) -> torch.Tensor:
+        return torch.zeros(SIZE_PROBE_BATCH, 3, side, side, device="meta")
+
+    if entry.input_kind == "label":
+        calls = [("generate", lambda side: model.generate(
+            torch.zeros(SIZE_PROBE_BATCH, side, side, dtype=torch.long, device="meta")))]
+    elif entry.kind == "translation":
+        calls = [("translate", lambda side: model.translate(image(side)))]
+    else:
+        calls = [("forward", lambda side: model(image(side)))]
+    for name, child in model.named_children():
+        nets = child.items() if isinstance(child, nn.ModuleDict) else [(None, child)]
+        for sub, net in nets:
+            calls.append((name if sub is None else f"{name}[{sub}]", lambda side, net=net: net(image(side))))
+    return calls
+
+
+def probe_model_size(model_name: str, model_kwargs: Mapping[str, Any]) -> SizeProbe | None:
+    """Probe ``model_name`` built with ``model_kwargs`` (see :class:`SizeProbe`); None when the
+    model cannot be built or run on the meta device (then nothing is checked)."""
+    entry = get_model_entry(model_name)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = create_model(model_name, **dict(model_kwargs))
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta is simply not probed
+        return None
+    model.train()
+    multiple = max(1, int(getattr(model, "stride", 1))) if entry.kind == "translation" else 1
+    ran: set[int] = set()
+    count = [0]
+
+    def hook(module, _inputs, output):
+        ran.add(id(module))
+        if getattr(module, "inplace", False):
+            return  # writes over its input: no new memory
+        for out in (output if isinstance(output, (tuple, list)) else
+                    output.values() if isinstance(output, dict) else [output]):
+            if torch.is_tensor(out):
+                count[0] += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+
+    def attempt(call, side: int) -> tuple[bool, int, set[int]]:
+        ran.clear()
+        count[0] = 0
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                call(side * multiple)
+        except Exception:  # noqa: BLE001 - any failure at this size: too small, or not an image network
+            return False, 0, set()
+        return True, count[0], set(ran)
+
+    min_side, per_pixel, covered = multiple, 0.0, set()
+    try:
+        for index, (_name, call) in enumerate(_probe_calls(model, entry)):
+            low, high = 0, 1  # multiples: low fails (0 by definition), high is being tried
+            ok, values, modules = attempt(call, high)
+            while not ok and high < SIZE_PROBE_LIMIT:
+                low, high = high, high * 2
+                ok, values, modules = attempt(call, high)
+            if not ok:
+                continue  # takes no image (e.g. a label generator's own network): not probed
+            while high - low > 1:  # the smallest working multiple, assuming larger ones work too
+                mid = (low + high) // 2
+                ok_mid, values_mid, modules_mid = attempt(call, mid)
+                if ok_mid:
+                    high, values, modules = mid, values_mid, modules_mid
+                else:
+                    low = mid
+            min_side = max(min_side, high * multiple)
+            if index > 0 and modules & covered:
+                continue  # part of a pass already counted (a segmenter's backbone)
+            # Count at a fair size: near the minimum, padding and rounding dominate the per-pixel figure.
+            reference = max(high, -(-SIZE_PROBE_REFERENCE // multiple))
+            ok_ref, values_ref, modules_ref = attempt(call, reference)
+            if ok_ref:
+                values, modules, high = values_ref, modules_ref, reference
+            covered |= modules
+            per_pixel += values / (SIZE_PROBE_BATCH * (high * multiple) ** 2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not covered:
+        return None
+    return SizeProbe(multiple, min_side, per_pixel, sum(p.numel() for p in model.parameters()))
+
+
+def estimate_training_memory(probe: SizeProbe, size: Sequence[int], batch_size: int, bytes_per_value: int = 4) -> int:
+    """A rough estimate of the memory one training step takes, in bytes (the method, documented):
+
+    ``batch × H × W × values_per_pixel × bytes`` for the activations (the layer outputs of one
+    forward pass of every probed network, counted on the meta device at a 256-pixel side and
+    scaled by the pixels: what autograd keeps for the backward pass), plus ``16 bytes`` per weight
+    (the weights, their gradients and two Adam moments). Real steps run some networks more than
+    once (cycle and adversarial terms) and hold gradients besides, so training needs more than
+    this: a size refused on it would surely not fit, while one that passes may still be too large.
+    """
+    h, w = int(size[0]), int(size[1])
+    activations = batch_size * h * w * probe.values_per_pixel * bytes_per_value
+    return int(activations + 16 * probe.parameters)
+
+
+def check_training_size(cfg: Mapping[str, Any], device: torch.device) -> None:
+    """Refuse a ``--size`` the model cannot train at, in one line, before anything is written:
+    sides that are not multiples of the model's stride or below its minimum, or a size whose
+    estimated memory (:func:`estimate_training_memory`) exceeds what ``device`` has available."""
+    size = (cfg.get("data") or {}).get("size")
+    if not size:
+        return
+    h, w = int(size[0]), int(size[1])
+    model = cfg["model"]
+    probe = probe_model_size(model, cfg.get("model_kwargs") or {})
+    if probe is None:
+        return
+    m, low = probe.multiple, probe.min_side
+    if h % m or w % m or min(h, w) < low:
+        fit_h, fit_w = (max(low, round(v / m) * m) for v in (h, w))
+        downs = math.log2(m)
+        why = (f" (the model's stride: it downsamples {int(downs)} times)" if m > 1 and downs.is_integer()
+               else " (the model's stride)" if m > 1 else "")
+        raise S2RError(f"--size {h}x{w} does not suit {model} ({cfg.get('preset') or 'this'} preset): sides must be "
+                       f"at least {low} pixels" + (f" and multiples of {m}{why}" if m > 1 else ""),
+                       hint=f"e.g. --size {fit_h}x{fit_w}")
+    batch = int(cfg["train"].get("batch_size", 1))
+    half = cfg["train"].get("amp") in ("fp16", "bf16") and device.type == "cuda"
+    need = estimate_training_memory(probe, (h, w), batch, 2 if half else 4)
+    if device.type == "cuda" and device.index is None:  # under torchrun each process gets its local GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    have, where = available_memory(device)
+    if have is not None and need > have:
+        raise S2RError(f"--size {h}x{w} with batch size {batch} needs about {format_bytes(need)} to train {model} "
+                       f"(a low estimate: the activations of one forward pass of its networks, plus weights and "
+                       f"optimiser state), but only {format_bytes(have)} of {where} is left",
+                       hint="train on smaller crops (--size) or fewer images a step (--batch-size); `s2r translate` "
+                            "runs the model on full-size images by tiles")
+
+
 def resolve_run_config(
     model: str, run_dir: Path, *, preset: str | None, config_file: str | None, sets: Sequence[str],
     options: Mapping[str, Any], resume: bool,
@@ -220,8 +394,13 @@ def train_run(
     if (entry.input_kind == "label" or entry.kind == "segmenter") and cfg["label_space"] is None:
         raise S2RError(f"{model} needs a label space", hint="--set label_space=cityscapes19")
 
-    data = data if data is not None else open_training_data(cfg)  # bad specs fail before the run folder is touched
     device = device or resolve_device(settings.device)
+    check_training_size(cfg, device)  # impossible sizes fail before the run folder is touched
+    data = data if data is not None else open_training_data(cfg)  # bad specs too
+    if data.get("synthetic") is not None and data.get("real") is not None:
+        refuse_same_images(data["synthetic"], data["real"])
+        if cfg["data"].get("smart_batch") and cfg["data"].get("pairs"):
+            check_pairs_file(cfg["data"]["pairs"], data["synthetic"], data["real"])  # made from these files?
     dist = init_distributed(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from ..console import warn
 from ..errors import S2RError
-from ..utils.atomic import atomic_write_json
+from ..utils.atomic import atomic_write_json, atomic_write_text
 from .loop import Observer, TrainState
 
 
@@ -43,19 +44,53 @@ class MetricsLog:
             fh.flush()
 
     def read(self) -> list[dict[str, Any]]:
+        """The records, in file order.
+
+        A run killed while appending can leave a half-written last line: it is dropped with a
+        warning naming the file and line. A damaged line anywhere else is an :class:`S2RError`
+        naming them: only a torn tail is repaired.
+        """
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise S2RError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        lines = text.splitlines()
+        last = max((n for n, line in enumerate(lines) if line.strip()), default=-1)
+        records = []
+        for n, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                if n == last:
+                    warn(f"{self.path} line {n + 1} is half-written (the run was stopped while logging); "
+                         "dropped it")
+                    break
+                raise S2RError(f"{self.path} line {n + 1} is not a metrics record ({exc})",
+                               hint="delete that line (or the file: the run's checkpoints do not depend on it)") from None
+            records.append(record)
+        return records
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run rewrites them)."""
-        kept = [r for r in self.read() if r.get("step", 0) <= step]
-        atomic_write_json_lines(self.path, kept)
+        """Keep only the records up to ``step``, one per step (a resumed run writes the rest again).
+
+        A torn last line is dropped (see :meth:`read`); if a step was logged twice, its last record wins.
+        """
+        by_step: dict[int, dict[str, Any]] = {}
+        for record in self.read():
+            at = int(record.get("step", 0))
+            if at <= step:
+                by_step.pop(at, None)
+                by_step[at] = record
+        atomic_write_json_lines(self.path, sorted(by_step.values(), key=lambda r: int(r.get("step", 0))))
 
 
 def atomic_write_json_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    from ..utils.atomic import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
