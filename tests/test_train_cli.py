@@ -60,7 +60,8 @@ def test_config_priority_preset_file_set_options(tmp_path):
     assert cfg["train"]["lr"] == 2e-4          # --set beats the file
     assert cfg["train"]["steps"] == 7          # explicit options beat the file
     assert cfg["seed"] == 4                    # an option left out does not override
-    assert cfg["train"]["loss"] == {"gan": 3.0, "recon_x": 10.0, "recon_kl": 0.01, "cyc_x": 1, "cyc_kl": 0.01, "vgg": 0.0}
+    assert cfg["train"]["loss"] == {"gan": 3.0, "recon_x": 10.0, "recon_kl": 0.01, "cyc_x": 1, "cyc_kl": 0.01, "vgg": 0.0,
+                                    "sem": 0.0}
     assert cfg["data"]["size"] == [16, 32] and cfg["train"]["gan_mode"] == "hinge"  # JSON, else a string
     assert cfg["model_kwargs"]["channels"] == 16 and cfg["preset"] == "tiny"
     assert resolve_config("unit")["preset"] == "paper"
