@@ -91,3 +91,21 @@ def test_samples_figure(tmp_path):
     assert image.shape[0] > 4 * 32 and image.shape[1] > 3 * 64
     with pytest.raises(S2RError):
         samples_figure(tmp_path / "nothing", tmp_path / "fig2.png")
+
+
+def test_dusk_is_a_second_differently_rendered_world(tmp_path):
+    from s2rcli.data.demo import STYLES
+
+    assert STYLES == ("street", "dusk")
+    for domain in ("synthetic", "real"):
+        a, la = render_sample(0, domain, 1, (64, 128), "dusk")
+        b, lb = render_sample(0, domain, 1, (64, 128), "dusk")
+        assert np.array_equal(a, b) and np.array_equal(la, lb)          # deterministic
+        street, _ = render_sample(0, domain, 1, (64, 128), "street")
+        assert np.abs(a.astype(int) - street.astype(int)).mean() > 10     # rendered differently
+        assert set(np.unique(la)) <= set(range(19))                       # same label space
+    manifest = write_demo_world(tmp_path / "dusk", n_synthetic=2, n_real=2, n_real_val=1, size=(64, 128),
+                                style="dusk", workers=1)
+    assert manifest["style"] == "dusk" and manifest["urban_share"]["synthetic"] == 0.6
+    with pytest.raises(S2RError, match="unknown demo world style"):
+        write_demo_world(tmp_path / "x", n_synthetic=1, n_real=1, n_real_val=0, style="noir")

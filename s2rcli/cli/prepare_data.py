@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import typer
+from rich.table import Table
 
-from ..console import info, stdout, warn
+from ..console import info, stdout, track, warn
+from ..data.demo import STYLES, parse_size, write_demo_world
 from ..data.labels import list_label_spaces
+from ..data.remap import remap_dataset
 from ..errors import S2RError
 
 
@@ -23,8 +26,6 @@ def remap(
 
     OUT/labels/<name>.png holds ids in --space (255 = ignore), with names mirroring the dataset's; OUT/images/ links to the source images, so folder:OUT is a complete dataset. An interrupted run resumes: valid files already in OUT are kept; an unfinished remap of another spec is replaced. Pixels with raw values outside the dataset's table are reported per value at the end. A run that leaves every sample out, or writes only all-ignore (255) labels, fails (exit 1).
     """
-    from ..data.remap import remap_dataset
-    from ..console import track
 
     if on_error not in (None, "fail", "skip"):
         raise S2RError(f"--on-error {on_error!r} is not one of fail, skip")
@@ -36,8 +37,6 @@ def remap(
         warn(f"left out {entry['name']}: {entry['error']}")
     if len(manifest["skipped"]) > 10:
         warn(f"... and {len(manifest['skipped']) - 10} more (see {out}/manifest.json)")
-    from rich.table import Table
-
     table = Table(title=f"remap {manifest['spec']} -> {out}")
     for key in ("samples", "written", "kept", "skipped", "resized"):
         table.add_column(key, justify="right")
@@ -66,6 +65,10 @@ def demo(
     n_real_val: int = typer.Option(100, "--n-real-val", min=0, help="Real validation images (with labels)."),
     size: str = typer.Option("128x256", "--size", metavar="HxW", help="Image size HxW."),
     seed: int = typer.Option(0, "--seed", help="Same seed, byte-identical files."),
+    style: str = typer.Option("street", "--style", metavar="|".join(STYLES),
+                              help="The world's look: street (the default world) or dusk, a second world rendered "
+                                   "differently (palettes, textures, light, noise, JPEG, object proportions) to "
+                                   "check that a recipe tuned on one world holds on another."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out: replaces only the demo's "
                                    "own manifest.json, synthetic/, real/ and real_val/ (an earlier demo world), keeps "
                                    "every other file, and refuses if replacing would delete a file the demo did not write."),
@@ -74,16 +77,11 @@ def demo(
 
     Synthetic images are flat game-like renderings of mostly built-up streets; real images are textured, noisy, colour-shifted "photos" of mostly green suburbs. Labels are cityscapes19 trainIds. Read them back with the specs demo:OUT?split=synthetic|real|real_val. --out must be new or empty unless --overwrite is given.
     """
-    from ..data.demo import parse_size, write_demo_world
-    from ..console import track
-
     manifest = write_demo_world(out, n_synthetic=n_synthetic, n_real=n_real, n_real_val=n_real_val,
-                                size=parse_size(size), seed=seed, overwrite=overwrite,
+                                size=parse_size(size), seed=seed, overwrite=overwrite, style=style,
                                 progress=lambda it, total: track(it, total, "demo world"))
-    info(f"wrote the demo world to {out} in {manifest['seconds']:.1f} s")
-    from rich.table import Table
-
-    table = Table(title=f"demo world {out} (seed {seed}, {size})")
+    info(f"wrote the {style} demo world to {out} in {manifest['seconds']:.1f} s")
+    table = Table(title=f"demo world {out} ({style}, seed {seed}, {size})")
     table.add_column("class")
     for domain in manifest["counts"]:
         table.add_column(f"{domain} ({manifest['counts'][domain]})", justify="right")
@@ -96,4 +94,5 @@ def demo(
 def register(app: typer.Typer) -> None:
     app.command("remap", epilog="Example: s2r prepare remap gta5:/data/gta5 --out gta5_cs19 --workers 8 "
                 "--on-error skip")(remap)
-    app.command("demo", epilog="Example: s2r prepare demo --out demo --n-synthetic 400 --n-real 200")(demo)
+    app.command("demo", epilog="Example: s2r prepare demo --out demo --n-synthetic 400 --n-real 200 "
+                "(a second, differently rendered world: s2r prepare demo --out dusk --style dusk)")(demo)

@@ -111,9 +111,8 @@ def _palettes() -> tuple[np.ndarray, np.ndarray]:
 SYNTHETIC_PALETTE, REAL_PALETTE = _palettes()
 
 # --------------------------------------------------------------------------------------------------
-# Scene styles. Synthetic draws mostly "urban", real mostly "suburban": that is the class shift.
-
-URBAN_SHARE = {"synthetic": 0.85, "real": 0.2, "real_val": 0.2}
+# Scene styles. Synthetic draws mostly "urban", real mostly "suburban": that is the class shift
+# (the shares are per look, see LOOKS).
 
 
 @dataclass(frozen=True)
@@ -150,6 +149,65 @@ CAMERA_HEIGHT = 1.6
 FAR = 160.0
 
 
+# --------------------------------------------------------------------------------------------------
+# Looks: how a world renders. "street" is the default world; "dusk" is a second, differently
+# rendered world for validation (other palettes, textures, light, blur, noise, sensor artefacts,
+# object proportions and class mix), so that a recipe tuned on one is checked on the other.
+
+
+@dataclass(frozen=True)
+class Look:
+    synthetic_palette: np.ndarray          # materials x variants x RGB
+    real_palette: np.ndarray
+    texture: np.ndarray                    # materials x (fine, mid, low) texture amplitudes of the real domain
+    urban_share: dict                      # share of urban scenes per domain (the class shift)
+    shapes: dict                           # object -> (width scale, height scale)
+    gain: tuple[float, float]              # real exposure
+    balance: tuple[float, float]           # real white balance, per channel
+    tint: tuple[float, float, float]       # real colour cast
+    vignette: float
+    blur: tuple[float, float]              # real Gaussian blur sigma
+    noise: tuple[float, float]             # real sensor noise sigma
+    sensor: bool = False                   # chromatic aberration, colour noise and JPEG blocks on real images
+    outlines: bool = False                 # dark cel-shading outlines on synthetic images
+
+
+def _shift_hue(palette: np.ndarray, degrees: float, saturation: float, brightness: float) -> np.ndarray:
+    hsv = cv2.cvtColor(np.clip(palette, 0, 255).astype(np.uint8).reshape(-1, 1, 3), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + degrees / 2) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] * brightness, 0, 255)
+    rgb = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    return rgb.reshape(palette.shape)
+
+
+def _dusk_palettes() -> tuple[np.ndarray, np.ndarray]:
+    """Toon-like synthetic colours (hue-rotated, saturated) and dim, cool, jittered real colours."""
+    jitter = np.random.default_rng(2024).uniform(-18, 18, REAL_PALETTE.shape).astype(np.float32)
+    synthetic = _shift_hue(SYNTHETIC_PALETTE, 40.0, 1.3, 1.05)
+    synthetic[M["sky"]] = (240, 150, 110)  # an orange dusk sky in the game
+    real = 0.8 * REAL_PALETTE + 0.2 * REAL_PALETTE.mean(axis=-1, keepdims=True) + jitter + 10
+    real[M["sky"]] = (120, 126, 150)
+    real[M["lamp"]] = (255, 190, 90)
+    return np.clip(synthetic, 0, 255), np.clip(real, 0, 255)
+
+
+_DUSK_SYNTHETIC, _DUSK_REAL = _dusk_palettes()
+
+LOOKS = {
+    "street": Look(SYNTHETIC_PALETTE, REAL_PALETTE, _TEXTURE, {"synthetic": 0.85, "real": 0.2, "real_val": 0.2},
+                   shapes={}, gain=(0.72, 1.15), balance=(0.9, 1.1), tint=(1.0, 1.0, 1.0), vignette=0.45,
+                   blur=(0.6, 1.1), noise=(2.0, 5.0)),
+    "dusk": Look(_DUSK_SYNTHETIC, _DUSK_REAL, np.clip(_TEXTURE * 1.25 + 0.01, 0, 0.3),
+                 {"synthetic": 0.6, "real": 0.35, "real_val": 0.35},
+                 shapes={"car": (1.2, 0.85), "heavy": (1.1, 1.15), "person": (0.8, 1.12), "cyclist": (0.9, 1.05),
+                         "pole": (1.6, 0.8), "tree": (0.75, 0.8)},
+                 gain=(0.75, 1.1), balance=(0.88, 1.12), tint=(1.08, 0.97, 0.88), vignette=0.55,
+                 blur=(0.8, 1.3), noise=(3.0, 6.0), sensor=True, outlines=True),
+}
+STYLES = tuple(LOOKS)
+
+
 class _Canvas:
     """Material, variant, shading and depth per pixel, drawn with a z-buffer."""
 
@@ -175,9 +233,15 @@ class _Canvas:
         for target, value in ((self.mat[region], mat), (self.var[region], var), (self.shade[region], shade)):
             target[draw] = np.broadcast_to(value, draw.shape)[draw]
 
-    def billboard(self, x_m: float, z: float, width_m: float, height_m: float, painter) -> None:
+    def billboard(self, x_m: float, z: float, width_m: float, height_m: float, painter,
+                  shape: tuple[float, float] = (1.0, 1.0)) -> None:
         """An upright object at lateral ``x_m`` and depth ``z``; ``painter(u, v)`` yields (mask, mat, var, shade)
-        layers from local metric coordinates (u across from the centre, v up from the ground)."""
+        layers from local metric coordinates (u across from the centre, v up from the ground).
+        ``shape`` stretches the object (width, height) without changing the painter."""
+        if shape != (1.0, 1.0):
+            sx, sy, inner = shape[0], shape[1], painter
+            width_m, height_m = width_m * sx, height_m * sy
+            painter = lambda u, v: inner(u / sx, v / sy)  # noqa: E731
         if z < 1.0:
             return
         s = self.f / z
@@ -341,9 +405,11 @@ def _tree(trunk_h: float, rx: float, ry: float, phase: np.ndarray):
     return paint
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int, urban: bool) -> _Canvas:
+def render_scene(rng: np.random.Generator, height: int, width: int, urban: bool, look: Look | None = None) -> _Canvas:
     """Lay out and rasterise one street scene (materials, variants, shading)."""
     st = URBAN if urban else SUBURBAN
+    shape = (look or LOOKS["street"]).shapes
+    one = (1.0, 1.0)
     c = _Canvas(height, width, rng)
     road_half = rng.uniform(*st.road_half)
     sides = {"road_half": road_half, "lane_x": rng.choice([0.0, rng.uniform(-0.3, 0.3) * road_half])}
@@ -379,33 +445,37 @@ def render_scene(rng: np.random.Generator, height: int, width: int, urban: bool)
                 x = sign * (side["walk_out"] + rng.uniform(0.8, side["garden"]))
                 c.billboard(x, rng.uniform(4, 70), 6.0, 12.0,
                             _tree(rng.uniform(1.5, 3.0), rng.uniform(1.2, 2.6), rng.uniform(1.5, 3.2),
-                                  rng.uniform(0, 6.3, 2)))
+                                  rng.uniform(0, 6.3, 2)), shape.get("tree", one))
         for _ in range(_poisson(rng, st.street_trees / 2)):
             x = sign * (road_half + (side["verge"] / 2 if side["verge"] > 0.6 else side["verge"] + 0.6))
             c.billboard(x, rng.uniform(4, 70), 5.0, 10.0,
                         _tree(rng.uniform(1.8, 3.0), rng.uniform(1.0, 2.0), rng.uniform(1.3, 2.4),
-                              rng.uniform(0, 6.3, 2)))
+                              rng.uniform(0, 6.3, 2)), shape.get("tree", one))
         z = rng.uniform(3, st.pole_gap[1])
         while z < 90:
             if rng.random() < st.pole_p:
                 top = rng.choice(["none", "sign", "light"], p=[0.4, 0.35, 0.25])
                 c.billboard(sign * (road_half + side["verge"] + 0.3), z, 1.0, 8.0,
-                            _pole(rng.uniform(3.5, 6.5), top))
+                            _pole(rng.uniform(3.5, 6.5), top), shape.get("pole", one))
             z += rng.uniform(*st.pole_gap)
         for _ in range(_poisson(rng, st.persons / 2)):
             walk_in, walk_out = road_half + side["verge"], side["walk_out"]
             c.billboard(sign * rng.uniform(walk_in + 0.3, max(walk_in + 0.4, walk_out - 0.3)), rng.uniform(3, 45),
-                        0.8, 2.2, _person(int(rng.integers(N_VARIANTS)), rng.uniform(0.9, 1.1)))
+                        0.8, 2.2, _person(int(rng.integers(N_VARIANTS)), rng.uniform(0.9, 1.1)),
+                        shape.get("person", one))
         for _ in range(_poisson(rng, st.parked / 2)):
-            c.billboard(sign * (road_half - 1.1), rng.uniform(4, 60), 2.0, 1.6, _car("car", int(rng.integers(N_VARIANTS))))
+            c.billboard(sign * (road_half - 1.1), rng.uniform(4, 60), 2.0, 1.6, _car("car", int(rng.integers(N_VARIANTS))),
+                        shape.get("car", one))
 
     for _ in range(_poisson(rng, st.cars)):
         kind = "car" if rng.random() >= st.heavy_p else rng.choice(["truck", "bus"])
         x = rng.uniform(-road_half + 1.3, road_half - 1.3)
-        c.billboard(x, rng.uniform(5, 80), 2.6, 3.3, _car(kind, int(rng.integers(N_VARIANTS))))
+        c.billboard(x, rng.uniform(5, 80), 2.6, 3.3, _car(kind, int(rng.integers(N_VARIANTS))),
+                    shape.get("car" if kind == "car" else "heavy", one))
     for _ in range(_poisson(rng, st.cyclists)):
         x = rng.choice([-1, 1]) * rng.uniform(road_half - 1.2, road_half - 0.4)
-        c.billboard(x, rng.uniform(4, 40), 1.6, 1.9, _cyclist(int(rng.integers(N_VARIANTS))))
+        c.billboard(x, rng.uniform(4, 40), 1.6, 1.9, _cyclist(int(rng.integers(N_VARIANTS))),
+                    shape.get("cyclist", one))
     return c
 
 
@@ -415,11 +485,19 @@ def _sky_gradient(c: _Canvas) -> np.ndarray:
     return (1.0 + 0.25 * t)[..., None]
 
 
-def render_synthetic(c: _Canvas) -> np.ndarray:
-    """Flat, game-like colours with flat per-surface shading."""
-    image = SYNTHETIC_PALETTE[c.mat, c.var] * c.shade[..., None]
+def render_synthetic(c: _Canvas, look: Look | None = None) -> np.ndarray:
+    """Flat, game-like colours with flat per-surface shading (and cel-shading outlines if the look has them)."""
+    look = look or LOOKS["street"]
+    palette = look.synthetic_palette
+    image = palette[c.mat, c.var] * c.shade[..., None]
     sky = (c.mat == M["sky"])[..., None]
-    image = np.where(sky, np.minimum(SYNTHETIC_PALETTE[M["sky"], 0] * _sky_gradient(c), 255), image)
+    image = np.where(sky, np.minimum(palette[M["sky"], 0] * _sky_gradient(c), 255), image)
+    if look.outlines:  # dark lines where the material changes, as toon renderers draw them
+        ids = c.mat.astype(np.int16) * N_VARIANTS + c.var
+        edge = np.zeros(ids.shape, bool)
+        edge[1:] |= ids[1:] != ids[:-1]
+        edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+        image = np.where(edge[..., None], image * 0.35, image)
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
@@ -428,39 +506,59 @@ def _smooth_noise(rng, height: int, width: int, cell: int) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def render_real(c: _Canvas, rng: np.random.Generator) -> np.ndarray:
+def render_real(c: _Canvas, rng: np.random.Generator, look: Look | None = None) -> np.ndarray:
     """Textured, duller, colour-shifted colours under varying light, blurred and noisy."""
+    look = look or LOOKS["street"]
     h, w = c.h, c.w
-    base = REAL_PALETTE[c.mat, c.var] * (0.85 + 0.15 * c.shade[..., None])
+    base = look.real_palette[c.mat, c.var] * (0.85 + 0.15 * c.shade[..., None])
     fine = rng.normal(0, 1, (h, w)).astype(np.float32)
     mid = _smooth_noise(rng, h, w, 3)
     low = _smooth_noise(rng, h, w, 12)
-    amp = _TEXTURE[c.mat]  # H x W x 3: fine, mid, low
+    amp = look.texture[c.mat]  # H x W x 3: fine, mid, low
     texture = 1 + amp[..., 0] * fine + amp[..., 1] * mid + amp[..., 2] * low
     image = base * texture[..., None]
     sky = c.mat == M["sky"]
     clouds = np.clip(_smooth_noise(rng, h, w, 10) * 0.6 + rng.uniform(-0.4, 0.5), 0, 1)
     image[sky] = (image[sky] * (1 - 0.6 * clouds[sky, None]) + 238 * 0.6 * clouds[sky, None])
     # Light: exposure, white balance, a sideways illumination gradient and vignetting.
-    gain = rng.uniform(0.72, 1.15)
-    balance = rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    gain = rng.uniform(*look.gain)
+    balance = rng.uniform(*look.balance, 3).astype(np.float32) * np.asarray(look.tint, np.float32)
     slope = rng.uniform(-0.3, 0.3)
     xn, yn = c.xs / w - 0.5, c.ys / h - 0.5
-    light = gain * (1 + slope * xn) * (1 - 0.45 * (xn ** 2 + yn ** 2))
+    light = gain * (1 + slope * xn) * (1 - look.vignette * (xn ** 2 + yn ** 2))
     image = image * light[..., None] * balance
-    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), rng.uniform(0.6, 1.1))
-    image += rng.normal(0, rng.uniform(2.0, 5.0), image.shape).astype(np.float32)
+    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), rng.uniform(*look.blur))
+    image += rng.normal(0, rng.uniform(*look.noise), image.shape).astype(np.float32)
+    if look.sensor:
+        image = _sensor_artefacts(image, rng)
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
-def render_sample(seed: int, domain: str, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _sensor_artefacts(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A cheap camera: lateral chromatic aberration, chroma noise, row banding and JPEG blocks."""
+    shift = int(rng.integers(1, 3))
+    image[..., 0] = np.roll(image[..., 0], shift, axis=1)
+    image[..., 2] = np.roll(image[..., 2], -shift, axis=1)
+    image += _smooth_noise(rng, image.shape[0], image.shape[1], 4)[..., None] * rng.uniform(1, 4) * \
+        rng.choice([-1.0, 1.0], 3).astype(np.float32)
+    image += rng.normal(0, 2.0, (image.shape[0], 1, 1)).astype(np.float32)
+    quality = int(rng.integers(40, 75))
+    ok, buf = cv2.imencode(".jpg", np.clip(image, 0, 255).astype(np.uint8)[..., ::-1],
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) if ok else image
+
+
+def render_sample(seed: int, domain: str, index: int, size: tuple[int, int],
+                  style: str = "street") -> tuple[np.ndarray, np.ndarray]:
     """One (image HxWx3 uint8, label HxW uint8 trainIds) of a domain; a pure function of its arguments."""
+    look = LOOKS[style]
     domain_code = DOMAINS.index(domain)
-    rng = np.random.default_rng([int(seed), domain_code, int(index), GENERATOR_VERSION])
-    urban = rng.random() < URBAN_SHARE[domain]
-    canvas = render_scene(rng, size[0], size[1], urban)
+    key = [int(seed), domain_code, int(index), GENERATOR_VERSION] + ([STYLES.index(style)] if style != "street" else [])
+    rng = np.random.default_rng(key)
+    urban = rng.random() < look.urban_share[domain]
+    canvas = render_scene(rng, size[0], size[1], urban, look)
     label = MATERIAL_TRAIN_ID[canvas.mat]
-    image = render_synthetic(canvas) if domain == "synthetic" else render_real(canvas, rng)
+    image = render_synthetic(canvas, look) if domain == "synthetic" else render_real(canvas, rng, look)
     return image, label
 
 
@@ -469,8 +567,8 @@ def render_sample(seed: int, domain: str, index: int, size: tuple[int, int]) -> 
 
 
 def _generate_one(args) -> tuple[str, int, np.ndarray]:
-    seed, domain, index, size, folder = args
-    image, label = render_sample(seed, domain, index, size)
+    seed, domain, index, size, folder, style = args
+    image, label = render_sample(seed, domain, index, size, style)
     name = f"{index:05d}.png"
     (folder / "images" / name).write_bytes(io.encode_png(image))
     (folder / "labels" / name).write_bytes(io.encode_png(label))
@@ -557,16 +655,20 @@ def check_demo_out(out: str | Path, overwrite: bool) -> None:
 
 def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 200, n_real_val: int = 100,
                      size: tuple[int, int] = (128, 256), seed: int = 0, overwrite: bool = False,
-                     workers: int | None = None, progress=None) -> dict:
+                     workers: int | None = None, progress=None, style: str = "street") -> dict:
     """Write the demo world to ``out`` and return its manifest.
 
     ``out`` must be new or empty; with ``overwrite`` it may hold an earlier demo world or other
     files: only ``manifest.json``, ``synthetic/``, ``real/`` and ``real_val/`` are replaced, and
     only if they hold nothing but demo output (see :func:`check_demo_out`).
+    ``style`` picks the world's look: ``street`` (the default) or ``dusk``, a differently
+    rendered world to validate on (see ``LOOKS``).
     Files go to a hidden staging folder first and are moved into place at the end, so an
     interrupted run leaves no half-written world; ``manifest.json`` is written last.
     """
     out = Path(out)
+    if style not in LOOKS:
+        raise S2RError(f"unknown demo world style {style!r}", hint="valid: " + ", ".join(STYLES))
     counts = {"synthetic": int(n_synthetic), "real": int(n_real), "real_val": int(n_real_val)}
     if any(n < 0 for n in counts.values()) or counts["synthetic"] < 1 or counts["real"] < 1:
         raise S2RError("the demo world needs at least one synthetic and one real image")
@@ -580,7 +682,7 @@ def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 2
         for domain in DOMAINS:
             for sub in ("images", "labels"):
                 (staging / domain / sub).mkdir(parents=True)
-            jobs += [(seed, domain, i, size, staging / domain) for i in range(counts[domain])]
+            jobs += [(seed, domain, i, size, staging / domain, style) for i in range(counts[domain])]
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         pixels = {d: np.zeros(256, np.int64) for d in DOMAINS}
         if workers > 1 and len(jobs) >= 64:
@@ -595,8 +697,8 @@ def write_demo_world(out: str | Path, *, n_synthetic: int = 400, n_real: int = 2
         space = get_label_space("cityscapes19")
         manifest = {
             "format": "s2r-demo-world", "generator_version": GENERATOR_VERSION, "seed": int(seed),
-            "size": list(size), "counts": counts, "space": space.name,
-            "urban_share": {d: URBAN_SHARE[d] for d in DOMAINS},
+            "size": list(size), "counts": counts, "space": space.name, "style": style,
+            "urban_share": {d: LOOKS[style].urban_share[d] for d in DOMAINS},
             "class_frequencies": {d: _frequencies(pixels[d], space) for d in DOMAINS},
         }
         foreign = _not_from_demo(out)  # checked again: the folder may have changed while rendering
