@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -9,7 +10,8 @@ import typer
 from ..console import info
 from ..errors import S2RError
 from ..models import get_model_entry, list_models
-from ..training.config import parse_size
+from ..models.config import field_names
+from ..training.config import parse_size, resolve_config
 from ..training.runner import train_run
 
 
@@ -17,6 +19,8 @@ def train(
     model: str = typer.Argument(..., help="Registered model to train: " + ", ".join(list_models(trainable=True)) + "."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", metavar="SPEC", help="Synthetic (source) dataset spec, domain A."),
     real: Optional[str] = typer.Option(None, "--real", metavar="SPEC", help="Real (target) dataset spec, domain B."),
+    source: Optional[str] = typer.Option(None, "--source", metavar="SPEC", help="Labelled source dataset spec "
+                                         "(adapt: the translated synthetic images, labels carried along)."),
     data: Optional[List[str]] = typer.Option(None, "--data", metavar="ROLE=SPEC", help="Any data role of the model: ROLE=SPEC[,SPEC...] "
                                              "(segmenters train on --data train=SPEC; `s2r models NAME` lists roles)."),
     out: str = typer.Option(..., "--out", metavar="PATH", help="Run folder (config.json, checkpoints/, samples/, metrics.jsonl)."),
@@ -32,6 +36,8 @@ def train(
     set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Override a config key: dotted.key=value (JSON value)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     vgg_weights: Optional[str] = typer.Option(None, "--vgg-weights", metavar="PATH|random", help="VGG weights for the perceptual term: PATH or random."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", metavar="CKPT", help="Segmenter checkpoint (or its "
+                                            "run folder) that sait and adapt build on (train.segmenter)."),
     amp: Optional[str] = typer.Option(None, "--amp", metavar="bf16|fp16", help="Mixed precision on CUDA: bf16 or fp16."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches accumulated per update."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
@@ -47,10 +53,11 @@ def train(
     if not entry.trainable:
         raise S2RError(f"model {model!r} cannot be trained by s2r", hint="trainable: " + ", ".join(list_models(trainable=True)))
     options = {
-        "data.synthetic": synthetic, "data.real": real, "data.smart_batch": True if smart_batch else None,
+        "data.synthetic": synthetic, "data.real": real, "data.source": source,
+        "data.smart_batch": True if smart_batch else None,
         "data.pairs": pairs, "data.size": parse_size(size) if size else None, "seed": seed,
         "train.steps": steps, "train.batch_size": batch_size, "train.amp": amp, "train.accumulate": accumulate,
-        "train.workers": workers, "train.vgg_weights": vgg_weights,
+        "train.workers": workers, "train.vgg_weights": vgg_weights, "train.segmenter": segmenter,
     }
     for item in data or ():
         role, _, specs = item.partition("=")
@@ -59,7 +66,13 @@ def train(
                            hint=f"e.g. --data {entry.data[0]}=demo:demo?split=synthetic")
         parts = [p.strip() for p in specs.split(",") if p.strip()]
         options[f"data.{role}"] = parts if entry.kind == "segmenter" else parts[0]
-    state = train_run(model, out, preset=preset, config_file=config, sets=set_ or [], options=options,
+    sets = list(set_ or [])
+    train_keys = field_names(entry.train_config)
+    if "pseudo_labels" in train_keys and not resume:  # a model's own files go in the run folder (--set wins)
+        sets.insert(0, f"train.pseudo_labels={Path(out) / 'pseudo_labels'}")
+    if "segmenter" in train_keys and not (resume or dry_run):  # checked before the run folder is touched
+        _require_segmenter(model, preset, config, sets, options)
+    state = train_run(model, out, preset=preset, config_file=config, sets=sets, options=options,
                       resume=resume, overwrite=overwrite, dry_run=dry_run)
     if state is None:
         return
@@ -67,6 +80,17 @@ def train(
         raise typer.Exit(130)
     if state.dist.is_main:
         info(f"done: {state.step} steps; checkpoint {out}/checkpoints/latest.pt")
+
+
+def _require_segmenter(model: str, preset, config, sets, options) -> None:
+    """Models whose training options name a segmenter checkpoint need one (and it must exist)."""
+    path = resolve_config(model, preset=preset, config_file=config, sets=sets, options=options)["train"].get("segmenter")
+    if not path:
+        raise S2RError(f"{model} needs a segmenter: pass --segmenter CKPT",
+                       hint="train one with `s2r segment-eval train-and-test --train SYNTHETIC_SPEC --test REAL_VAL_SPEC "
+                            "--out RUN` and pass RUN/checkpoints/latest.pt")
+    if not Path(path).exists():
+        raise S2RError(f"--segmenter {path}: no such file or folder", hint="pass a segmenter checkpoint or its run folder")
 
 
 def register(app: typer.Typer) -> None:

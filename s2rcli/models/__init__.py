@@ -14,6 +14,8 @@ from .registry import (build_task, count_parameters, create_model, get_model_ent
 from . import segmenters  # noqa: E402,F401  isort: skip
 from . import sis  # noqa: E402,F401  isort: skip
 from . import unit  # noqa: E402,F401  isort: skip
+from . import adapt  # noqa: E402,F401  isort: skip
+from . import sait  # noqa: E402,F401  isort: skip
 
 __all__ = ["build_task", "count_parameters", "create_model", "get_model_entry", "list_models", "model_from_checkpoint",
            "register_model", "unregister_model"]
