@@ -1,5 +1,6 @@
 """The functions behind ``s2r segment-eval``: score generated images with a
-segmenter, and train a segmenter on some sets and test it on another.
+segmenter, test a segmenter on a labelled set, and train a segmenter on some
+sets and test it on another.
 
 Both report the metrics of :mod:`s2rcli.metrics.segmentation`. Predictions are
 made at a working size (the segmenter's training size by default) and the
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 
 from .checkpoint import load_checkpoint
 from .console import settings, track, warn
+from .data import io as data_io
 from .data.datasets import open_dataset
 from .data.labels import get_label_space
 from .data.torchdata import image_to_tensor, resize_image
@@ -245,6 +247,69 @@ def score_generated(
         "label_maps": len({j for _, j in pairs}),
         "scores": scores.to_dict(),
     }
+
+
+# --- test an existing segmenter ---------------------------------------------------------------
+
+
+def evaluate_segmenter(
+    segmenter: str | Path,
+    test_spec: str,
+    *,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    save_predictions: str | Path | None = None,
+) -> dict[str, Any]:
+    """Test a segmenter checkpoint on a labelled set: ``s2r segment-eval test``.
+
+    The scores are those of train-and-test (:func:`evaluate_dataset`): mIoU over the
+    classes present (in the labels or the predictions), per-class IoU (``None`` for a
+    class that is neither), accuracies. ``save_predictions``: a folder that receives one
+    trainId PNG per test image, at its label's resolution, named like the image
+    (``DIR/<name>.png``, subfolders mirrored).
+
+    >>> evaluate_segmenter("runs/adapt", "demo:demo?split=real_val")["scores"]["miou"]
+    """
+    model, ckpt, space = load_segmenter(segmenter, device)
+    test_set = open_dataset(test_spec, space.name)
+    if not test_set.has_labels:
+        raise S2RError(f"test set {test_spec} has no labels", hint="pass a labelled split, e.g. demo:DIR?split=real_val")
+    work_size = size or checkpoint_size(ckpt)
+    cm = evaluate_dataset(model, test_set, num_classes=space.num_classes, size=work_size, batch_size=batch_size,
+                          device=device)
+    if save_predictions is not None:
+        write_predictions(model, test_set, Path(save_predictions), size=work_size, device=device)
+    scores = cm.scores(space.class_names, default_subsets(space.name)).to_dict()
+    return {
+        "segmenter": str(segmenter),
+        "segmenter_model": ckpt.get("model"),
+        "test": test_spec,
+        "test_images": len(test_set),
+        "label_space": space.name,
+        "size": list(work_size) if work_size else None,
+        "classes_present": sum(v is not None for v in scores["per_class_iou"].values()),
+        "predictions": str(save_predictions) if save_predictions is not None else None,
+        "scores": scores,
+    }
+
+
+@torch.no_grad()
+def write_predictions(model: torch.nn.Module, dataset: Any, folder: Path, *, size: tuple[int, int] | None,
+                      device: torch.device | str = "cpu") -> list[Path]:
+    """One trainId PNG per image of ``dataset`` (uint8; ``folder/<name>.png``), at the label's
+    resolution when it has labels, else the image's; the argmax of bilinearly resized logits."""
+    model.eval()
+    written = []
+    for i in track(range(len(dataset)), total=len(dataset), description=f"writing predictions to {folder}"):
+        image = dataset.read_image(i)
+        target = dataset.read_label(i).shape[:2] if dataset.has_labels else image.shape[:2]
+        logits = model(_prepare(image, size)[None].to(device)).float()
+        if tuple(logits.shape[-2:]) != tuple(target):
+            logits = F.interpolate(logits, size=target, mode="bilinear", align_corners=False)
+        written.append(data_io.write_png(logits.argmax(1)[0].to(torch.uint8).cpu().numpy(),
+                                         folder / f"{dataset.names[i]}.png"))
+    return written
 
 
 # --- train and test ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``s2r segment-eval``: segmentation-based evaluation (score, train-and-test)."""
+"""``s2r segment-eval``: segmentation-based evaluation (score, test, train-and-test)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import typer
 from ..console import settings, stdout
 from ..device import resolve_device
 from ..evaluation import scores_table, split_specs
-from ..evaluation import score_generated
+from ..evaluation import evaluate_segmenter, score_generated
 from ..evaluation import train_and_test as run_train_and_test
 from ..inference import label_space_help
 from ..models import get_model_entry
 from ..utils.sizes import parse_size
 
-segment_app = typer.Typer(no_args_is_help=True, help="Segmentation-based evaluation: score images, or train and test a segmenter.")
+segment_app = typer.Typer(no_args_is_help=True, help="Segmentation-based evaluation: score images, test a segmenter, or train and test one.")
 
 
 @segment_app.command(
@@ -52,6 +52,38 @@ def score(
         return
     stdout.print(scores_table(result["scores"], f"{result['images']}: {result['scored']} images scored against "
                                                 f"{result['label_maps']} label maps ({result['label_space']})"))
+
+
+@segment_app.command(
+    "test",
+    epilog="Example: s2r segment-eval test --segmenter runs/adapt --test demo:demo?split=real_val --json "
+    "--save-predictions predictions/",
+)
+def segmenter_test(
+    segmenter: Path = typer.Option(..., "--segmenter", metavar="CKPT", help="Segmenter checkpoint or its run folder "
+                                                                           "(train-and-test, s2r train fastseg/adapt)."),
+    test_spec: str = typer.Option(..., "--test", metavar="SPEC", help="Labelled test set spec, e.g. demo:demo?split=real_val."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="HxW", help="Working size HxW (default: the segmenter's training size)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per forward pass."),
+    save_predictions: Optional[Path] = typer.Option(
+        None, "--save-predictions", metavar="DIR",
+        help="Write one trainId PNG per test image, named like the image: DIR/<name>.png (subfolders mirrored).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table."),
+) -> None:
+    """Test an existing segmenter on a labelled real set: mIoU over the classes present, per-class IoU.
+
+    Scores are computed as in train-and-test (logits resized to each label's resolution
+    before the argmax; 255 ignored).
+    """
+    result = evaluate_segmenter(segmenter, test_spec, size=parse_size(size), batch_size=batch_size,
+                                device=resolve_device(settings.device), save_predictions=save_predictions)
+    title = (f"{result['test']}: {result['segmenter_model']} from {result['segmenter']} "
+             f"({result['test_images']} images, {result['classes_present']} classes present)")
+    if as_json:
+        stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
+    else:
+        stdout.print(scores_table(result["scores"], title))
 
 
 @segment_app.command(
