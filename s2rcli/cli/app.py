@@ -194,9 +194,9 @@ def root(
 
 
 def _register_commands() -> None:
-    from . import evaluate, fid, models, prepare, train, translate
+    from . import evaluate, fid, models, prepare, sait_rounds, train, translate
 
-    for module in (prepare, train, translate, evaluate, fid, models):
+    for module in (prepare, train, translate, evaluate, sait_rounds, fid, models):
         module.register(app)
 
 
