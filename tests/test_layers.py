@@ -5,7 +5,7 @@ floor 1  data/
 floor 2  losses/, metrics/
 floor 3  models/
 floor 4  training/
-floor 5  evaluation, inference, sait_rounds
+floor 5  evaluation, inference, compare, sait_rounds
 floor 6  cli/, __main__
 
 Imports inside functions count too: hiding an upward import in a function body
@@ -23,7 +23,7 @@ ROOT = Path(s2rcli.__file__).parent
 FLOORS = {
     "__init__": 0, "console": 0, "errors": 0, "utils": 0, "checkpoint": 0, "pretrained": 0, "device": 0,
     "data": 1, "losses": 2, "metrics": 2, "models": 3, "training": 4, "evaluation": 5, "inference": 5,
-    "sait_rounds": 5, "cli": 6, "__main__": 6,
+    "sait_rounds": 5, "compare": 5, "cli": 6, "__main__": 6,
 }
 
 

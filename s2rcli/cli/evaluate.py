@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from ..console import settings, stdout
+from ..compare import compare as run_compare
+from ..console import info, settings, stdout
 from ..device import resolve_device
+from ..errors import S2RError
 from ..evaluation import scores_table, split_specs
 from ..evaluation import evaluate_segmenter, score_generated
 from ..evaluation import train_and_test as run_train_and_test
@@ -42,8 +45,10 @@ def score(
     """Segment generated images and compare with the labels they came from (mIoU, accuracy).
 
     Images are matched to labels by name; a generated name may carry an _sNN
-    suffix (several samples per label map). Logits are resized to each label's
-    resolution before the argmax.
+    suffix (several samples per label map). Each image is scaled to cover the
+    working size with its aspect ratio kept and centre-cropped (never squashed);
+    the logits are resized onto the same window of the label, at the label's own
+    resolution, before the argmax; only that window is scored.
     """
     result = score_generated(images, labels, segmenter, size=parse_size(size), batch_size=batch_size,
                              device=resolve_device(settings.device), label_space=label_space)
@@ -73,8 +78,10 @@ def segmenter_test(
 ) -> None:
     """Test an existing segmenter on a labelled real set: mIoU over the classes present, per-class IoU.
 
-    Scores are computed as in train-and-test (logits resized to each label's resolution
-    before the argmax; 255 ignored).
+    Scores are computed as in train-and-test: each image is scaled to cover the working
+    size with its aspect ratio kept and centre-cropped (never squashed); the logits are
+    resized onto the same window of the label, at its own resolution, before the argmax;
+    only that window is scored (255 ignored). --save-predictions writes 255 outside it.
     """
     result = evaluate_segmenter(segmenter, test_spec, size=parse_size(size), batch_size=batch_size,
                                 device=resolve_device(settings.device), save_predictions=save_predictions)
@@ -120,6 +127,10 @@ def train_and_test(
     or mixes, and test on real validation images. Training is an ordinary `s2r train`
     run (same loop, config and checkpoint format): RUN/config.json first, then
     RUN/checkpoints/latest.pt, RUN/metrics.jsonl, and RUN/results.json after the test.
+    Training and testing bring every frame to --size the same way: scaled to cover it
+    with the aspect ratio kept, then centre-cropped (a 4:3 frame at 2:1 loses a band at
+    the top and bottom, never squashed); the test scores that window of each label at
+    the label's own resolution.
     """
     get_model_entry(model, kind="segmenter")  # an unknown name fails here, listing the valid ones
     result = run_train_and_test(
@@ -136,6 +147,58 @@ def train_and_test(
         f"{result['test']}: {result['model']} trained on {' + '.join(result['train'])} "
         f"({result['steps']} steps, seed {result['seed']})",
     ))
+
+
+@segment_app.command(
+    "compare",
+    epilog="Example: s2r segment-eval compare --synthetic demo:demo?split=synthetic "
+    "--translated unit=folder:translated/unit --real-train demo:demo?split=real "
+    "--test demo:demo?split=real_val --out runs/compare --seeds 0,1",
+)
+def compare(
+    synthetic: str = typer.Option(..., "--synthetic", metavar="SPEC", help="The raw synthetic set (with labels)."),
+    translated: list[str] = typer.Option(..., "--translated", metavar="NAME=SPEC",
+                                         help="A translated set, e.g. unit=folder:out/unit (repeatable); "
+                                              "`s2r translate` output carries its labels."),
+    real_train: str = typer.Option(..., "--real-train", metavar="SPEC", help="Labelled real training set (the oracle)."),
+    test: str = typer.Option(..., "--test", metavar="SPEC", help="Labelled real test set."),
+    out: Path = typer.Option(..., "--out", metavar="PATH",
+                             help="Folder: one run per set and seed, compare.json and compare.png."),
+    model: str = typer.Option("fastseg", "--model", metavar="NAME", help="Segmenter from the registry."),
+    preset: str = typer.Option("tiny", "--preset", metavar="NAME", help="Segmenter preset: tiny (CPU) or paper."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, metavar="N", help="Training steps (default: the preset's)."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="HxW", help="Training and testing size (default: the preset's)."),
+    seeds: str = typer.Option("0", "--seeds", metavar="N,N", help="Seeds: every set is trained once per seed."),
+    label_space: str = typer.Option("cityscapes19", "--label-space", metavar="NAME", help="Label space to train and test in."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+) -> None:
+    """Does translation help? Train the same segmenter on raw synthetic, each translated set and real;
+    test each on real images, and report mIoU and the share of the raw-to-real gap each translation closes.
+
+    Runs that finished are reused and a stopped one resumes exactly, so the same command
+    continues after a kill. Writes OUT/compare.json and the bar chart OUT/compare.png.
+    """
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise S2RError(f"--seeds {seeds!r} is not a comma-separated list of integers", hint="e.g. --seeds 0,1") from None
+    get_model_entry(model, kind="segmenter")
+    result = run_compare(synthetic, translated, real_train, test, out, model=model, preset=preset, steps=steps,
+                         size=parse_size(size), seeds=seed_list, label_space=label_space,
+                         device=resolve_device(settings.device))
+    if as_json:
+        stdout.print(json.dumps(result, indent=2), markup=False, highlight=False)
+        return
+    table = Table(title=f"{model} trained on each set, tested on {test} (seeds {', '.join(map(str, seed_list))})")
+    table.add_column("training set")
+    table.add_column("mIoU %", justify="right")
+    table.add_column("gap closed %", justify="right")
+    for row in result["rows"]:
+        per_seed = ", ".join(f"{100 * v:.1f}" for v in row["miou"].values())
+        gap = "—" if row["gap_closed_mean"] is None else f"{100 * row['gap_closed_mean']:.0f}"
+        table.add_row(row["name"], f"{100 * row['miou_mean']:.1f} ({per_seed})", gap)
+    stdout.print(table)
+    info(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
 
 
 def register(app: typer.Typer) -> None:
