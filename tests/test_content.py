@@ -1,0 +1,49 @@
+"""Content preservation during training: a real-trained segmenter scores the preview translations."""
+
+import json
+
+import pytest
+import torch
+
+from s2rcli.checkpoint import make_checkpoint, save_checkpoint
+from s2rcli.data.demo import write_demo_world
+from s2rcli.errors import S2RError
+from s2rcli.models import create_model
+from s2rcli.training.content import ContentObserver
+from s2rcli.training.runner import train_run
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("content_world")
+    write_demo_world(root, n_synthetic=4, n_real=4, n_real_val=1, size=(32, 64), seed=0, workers=1)
+    return root
+
+
+def _segmenter(path, num_classes=19):
+    net = create_model("fastseg", preset="tiny", num_classes=num_classes)
+    return save_checkpoint(make_checkpoint(model="fastseg", model_kwargs={"num_classes": num_classes,
+                           "widths": [8, 32, 64], "encoder_blocks": [2, 4], "decoder_blocks": [1, 1],
+                           "dropout": [0.0, 0.0]}, state_dicts={"S": net.state_dict()},
+                           label_space="cityscapes19"), path)
+
+
+def test_content_is_logged_on_the_preview_batch(world, tmp_path):
+    seg = _segmenter(tmp_path / "seg.pt")
+    run = tmp_path / "run"
+    obs = ContentObserver(run, seg, every=2, n=3)
+    train_run("unit", run, preset="tiny",
+              options={"data.synthetic": f"demo:{world}?split=synthetic", "data.real": f"demo:{world}?split=real",
+                       "data.size": [32, 64], "train.steps": 4}, extra_observers=[obs], device=torch.device("cpu"))
+    rows = [json.loads(line) for line in (run / "content.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(0.0 <= r["content_miou"] <= 1.0 for r in rows) and "road" in rows[0]["per_class_iou"]
+    assert obs.images.shape == (3, 3, 32, 64) and len(obs.labels) == 3
+
+
+def test_content_segmenter_must_be_a_segmenter(tmp_path):
+    unit = create_model("unit", preset="tiny")
+    path = save_checkpoint(make_checkpoint(model="unit", model_kwargs={}, state_dicts={"G": unit.G.state_dict()}),
+                           tmp_path / "u.pt")
+    with pytest.raises(S2RError, match="not a segmenter"):
+        ContentObserver(tmp_path / "run", path)
