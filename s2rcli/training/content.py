@@ -78,7 +78,7 @@ class ContentObserver(Observer):
         model.eval()
         try:
             x = self.images.to(state.device)
-            if hasattr(model, "translate"):
+            if get_model_entry(state.task.model_name).input_kind == "image":
                 y = model.translate(x, "a2b")
             else:  # a label-to-image model: generate from the labels, one fixed noise draw
                 labels = torch.from_numpy(np.stack(self.labels).astype(np.int64)).to(state.device)
