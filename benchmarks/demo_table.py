@@ -1,4 +1,4 @@
-"""Does translation help? The paper 001 experiment on the demo world, end to end.
+"""Does translation help? The UNIT + smart batch experiment on the demo world, end to end.
 
 Drives the real CLI (``s2r prepare demo/spfeat/pairs``, ``s2r train unit``,
 ``s2r translate``, ``s2r fid``, ``s2r segment-eval train-and-test``) through

@@ -1,4 +1,4 @@
-"""sis on the demo world: what does the patch-wise alignment loss buy? (paper 000, Table III on a laptop)
+"""sis on the demo world: what does the patch-wise alignment loss buy? (Pragmatic SIS, Table III on a laptop)
 
 Drives the real CLI through subprocesses:
 

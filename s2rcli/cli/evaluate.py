@@ -123,7 +123,7 @@ def train_and_test(
 ) -> None:
     """Train a segmenter on one or more sets and report per-class IoU on a test set.
 
-    Paper 001, Tables 1-3: train on raw synthetic, translated synthetic, real,
+    As in Tables 1-3 of the UNIT + smart batch paper (docs/papers.md): train on raw synthetic, translated synthetic, real,
     or mixes, and test on real validation images. Training is an ordinary `s2r train`
     run (same loop, config and checkpoint format): RUN/config.json first, then
     RUN/checkpoints/latest.pt, RUN/metrics.jsonl, and RUN/results.json after the test.

@@ -60,7 +60,7 @@ class RandomPairSampler(PairSampler):
 
 
 class SmartPairSampler(PairSampler):
-    """The smart batch loader (paper 001): a real image uniformly, then one of its SP-Feat neighbours.
+    """The smart batch loader (UNIT + smart batch, docs/papers.md): a real image uniformly, then one of its SP-Feat neighbours.
 
     Args:
         neighbors: ``n_real x K`` synthetic dataset indices; row ``i`` belongs to

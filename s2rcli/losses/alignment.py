@@ -1,4 +1,4 @@
-"""The patch operator P(x) and the patch-wise perceptual alignment loss (paper 000, §III-C).
+"""The patch operator P(x) and the patch-wise perceptual alignment loss (Pragmatic SIS, §III-C; docs/papers.md).
 
 ``P(x)`` cuts every image into ``n = k * k`` equal, non-overlapping patches
 (a k x k grid) and stacks them along the batch dimension, so a network sees

@@ -1,5 +1,5 @@
 """Segmentation losses: cross-entropy with an ignore label, and the symmetric
-cross-entropy between two predictions (SAIT, paper 003, Eq. 5)."""
+cross-entropy between two predictions (SAIT, Eq. 5; docs/papers.md)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def symmetric_cross_entropy(logits_a: torch.Tensor, logits_b: torch.Tensor) -> t
     """Symmetric cross-entropy between two segmentations of the same scene.
 
     ``CE(b -> a) + CE(a -> b)``: each prediction in turn is the soft target of
-    the other (paper 003, Eq. 5: ``M(x_S)`` against ``M(x_{S->T})`` and back).
+    the other (SAIT, Eq. 5: ``M(x_S)`` against ``M(x_{S->T})`` and back).
     Both directions carry gradients; detach one input to use it as a fixed target.
     """
     if logits_a.shape != logits_b.shape:

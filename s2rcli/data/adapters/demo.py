@@ -21,8 +21,3 @@ def _open_demo(root: Path, split: str, options, space: LabelSpace) -> Layout:
     folder = root / split
     table = identity_table(get_label_space("cityscapes19"))
     return _images_and_labels(folder / "images", folder / "labels", table, layout=DEMO_LAYOUT)
-
-
-
-# --------------------------------------------------------------------------------------------------
-# Published datasets, in their own on-disk layouts (DESIGN.md section 1, DATASETS.md)

@@ -1,4 +1,4 @@
-"""``sis``: pragmatic synthetic-to-real semantic image synthesis (paper 000).
+"""``sis``: pragmatic synthetic-to-real semantic image synthesis (Pragmatic SIS; docs/papers.md).
 
 A generator learns ``G(m, z)``: a label map ``m`` plus noise ``z`` to a realistic
 image, from synthetic labels with their images and *unlabeled* real images.

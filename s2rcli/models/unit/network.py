@@ -1,6 +1,6 @@
 """UNIT: unsupervised image-to-image translation with a shared latent space.
 
-Liu, Breuel & Kautz 2017, as used by paper 001 (synthetic -> real with the
+Liu, Breuel & Kautz 2017, as used by the UNIT + smart batch method (docs/papers.md: synthetic -> real with the
 SP-Feat smart batch loader). Two VAE-GANs, one per domain: domain ``a`` is
 synthetic, domain ``b`` is real, so ``translate(x, "a2b")`` makes synthetic
 images look real.

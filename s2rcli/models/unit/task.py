@@ -234,5 +234,5 @@ PRESETS = {
 @register_model("unit", kind="translation", input_kind="image", presets=PRESETS, config=UNITConfig,
                 task=make_unit_task)
 def unit(**kwargs) -> UNIT:
-    """UNIT VAE-GAN with a shared latent space (Liu et al. 2017; paper 001's base)."""
+    """UNIT VAE-GAN with a shared latent space (Liu et al. 2017; the base of UNIT + smart batch)."""
     return UNIT(**kwargs)
