@@ -21,6 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from s2rcli import checkpoint as ck
+from s2rcli.cli import models as cli_models
 from s2rcli.cli.app import app
 from s2rcli.errors import S2RError, first_sentence, from_exception
 
@@ -42,6 +43,7 @@ def _fail_checkpoint_with(monkeypatch, exc: BaseException) -> None:
         raise exc
 
     monkeypatch.setattr(ck, "load_checkpoint", load)
+    monkeypatch.setattr(cli_models, "load_checkpoint", load)  # the command's own reference to it
 
 
 # --- item 12: whole one-line messages for errors a user causes ----------------------------------

@@ -12,6 +12,7 @@ import traceback
 from typing import Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 from typer.models import DefaultPlaceholder
@@ -19,6 +20,7 @@ from typer.models import DefaultPlaceholder
 from .. import __version__
 from ..console import console, settings
 from ..errors import NotYetAvailable, S2RError, from_exception
+from . import evaluate, fid, models, prepare, sait_rounds, train, translate
 
 
 def _fail(ctx: typer.Context, message: str, code: int) -> None:
@@ -142,7 +144,6 @@ class ErrorBoundary(S2RGroup):
 
 
 def rich_escape(text: str) -> str:
-    from rich.markup import escape
 
     return escape(text)
 
@@ -194,8 +195,6 @@ def root(
 
 
 def _register_commands() -> None:
-    from . import evaluate, fid, models, prepare, sait_rounds, train, translate
-
     for module in (prepare, train, translate, evaluate, sait_rounds, fid, models):
         module.register(app)
 

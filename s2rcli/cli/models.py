@@ -8,6 +8,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from ..checkpoint import load_checkpoint
 from ..console import stdout
 from ..models import count_parameters, get_model_entry, list_models
 
@@ -26,7 +27,6 @@ def model_rows() -> list[dict]:
 
 def describe_checkpoint(path: str) -> dict:
     """The inference-relevant facts of a checkpoint (no weights)."""
-    from ..checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     return {k: ckpt.get(k) for k in ("model", "model_kwargs", "label_space", "step", "format_version", "s2r_version")} | {

@@ -10,7 +10,10 @@ from rich.table import Table
 
 from ..console import info, stdout, warn
 from ..data.datasets import open_dataset
-from ..data.spfeat import compute_spfeat_file, parse_levels
+from ..data.labels import get_label_space
+from ..data.pairing import (check_compatible, load_pairs, pair_features, render_class_frequencies, render_preview,
+                            save_pairs, summarize)
+from ..data.spfeat import compute_spfeat_file, load_spfeat, parse_levels
 from ..errors import S2RError
 from ..evaluation import SegmenterLabels
 from ..utils.atomic import refuse_overwrite
@@ -52,8 +55,6 @@ def spfeat(
 
 
 def _open_for_preview(spec: str | None, space: str, what: str):
-    from ..data.datasets import open_dataset
-
     if not spec:
         warn(f"no {what} dataset spec is known; skipping the preview (pass --{what}-data SPEC)")
         return None
@@ -67,8 +68,6 @@ def _open_for_preview(spec: str | None, space: str, what: str):
 
 def _class_names(space: str, num_classes: int) -> list[str]:
     try:
-        from ..data.labels import get_label_space
-
         names = list(get_label_space(space).class_names)
         if len(names) == num_classes:
             return names
@@ -102,10 +101,6 @@ def pairs(
     gets the weight 1/uses. Prints coverage, neighbour distances and the most-used images.
     The pairs file records which image files both sides came from, so `s2r train --smart-batch` can check it; --real and --synthetic must hold different images.
     """
-    from ..data.pairing import (check_compatible, pair_features, render_class_frequencies, render_preview,
-                                save_pairs, summarize, load_pairs)
-    from ..data.spfeat import load_spfeat
-    from ..utils.atomic import refuse_overwrite
 
     real_file, syn_file = load_spfeat(real), load_spfeat(synthetic)
     check_compatible(real_file, syn_file)

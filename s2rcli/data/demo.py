@@ -41,10 +41,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ..errors import S2RError
 from ..utils.atomic import atomic_save_image, atomic_write_json
 from . import io
+from .datasets import open_dataset
 from .labels import get_label_space, overlay
 
 DOMAINS = ("synthetic", "real", "real_val")
@@ -734,9 +736,6 @@ def samples_figure(root: str | Path, out_path: str | Path, *, n: int = 4, domain
 
     Works on any demo world (``s2r prepare demo``); used for docs/img/demo_samples.png.
     """
-    from PIL import Image, ImageDraw
-
-    from .datasets import open_dataset
 
     rows, titles = [], []
     for domain in domains:

@@ -7,6 +7,7 @@ into a label space is the job of :class:`s2rcli.data.labels.RawTable`.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -220,7 +221,6 @@ def colors_to_ids(rgb: np.ndarray, colors: dict[tuple[int, int, int], int], unkn
 
 def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG bytes of an HxW (grey) or HxWx3 (RGB) uint8 array; deterministic for equal input."""
-    import io
 
     buffer = io.BytesIO()  # Pillow infers mode L from HxW uint8 and RGB from HxWx3 uint8
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(

@@ -23,6 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..data.labels import get_label_space
+
 IGNORE_INDEX = 255
 
 # The SYNTHIA evaluation subsets as Cityscapes trainIds (19-class space):
@@ -177,7 +179,6 @@ def subset_indices(subset: str, base_space: str = "cityscapes19") -> list[int]:
     ``subset_indices("synthia16")`` gives the 16 SYNTHIA evaluation classes as
     Cityscapes trainIds.
     """
-    from ..data.labels import get_label_space
 
     base = get_label_space(base_space).class_names
     sub = get_label_space(subset).class_names
