@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -30,12 +31,15 @@ settings = Settings()
 
 
 def info(message: str) -> None:
+    """A progress note on stderr (not under ``--quiet``), one logical line: soft-wrapped, so the
+    terminal folds it and a log or pipe keeps it whole instead of breaking it at 80 columns."""
     if not settings.quiet:
-        console.print(message)
+        console.print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    """A warning on stderr, always shown, soft-wrapped like :func:`info`."""
+    console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
 
 def make_progress(*extra_columns) -> Progress:
@@ -54,19 +58,35 @@ def make_progress(*extra_columns) -> Progress:
     )
 
 
-def track(iterable: Iterable[T], total: int | None = None, description: str = "working") -> Iterator[T]:
-    """Iterate with a throttled progress bar (nothing under ``--quiet``); stops cleanly on Ctrl-C."""
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
+@contextlib.contextmanager
+def progress_bar(total: float | None, description: str = "working") -> Iterator[Callable[[float], None]]:
+    """A throttled progress bar advanced by hand (nothing under ``--quiet``).
+
+    Yields ``advance(amount=1)``; amounts may be fractions, so one long item can move the bar
+    (and its elapsed and remaining times) part by part, e.g. tile by tile.
+    """
     progress = make_progress()
     last = 0.0
     with progress:
         task_id = progress.add_task(description, total=total)
-        for item in iterable:
-            yield item
-            progress.advance(task_id)
+
+        def advance(amount: float = 1) -> None:
+            nonlocal last
+            progress.advance(task_id, amount)
             now = time.monotonic()
             if now - last > 0.2:
                 progress.refresh()
                 last = now
+
+        yield advance
         progress.refresh()
+
+
+def track(iterable: Iterable[T], total: int | None = None, description: str = "working") -> Iterator[T]:
+    """Iterate with a throttled progress bar (nothing under ``--quiet``); stops cleanly on Ctrl-C."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    with progress_bar(total, description) as advance:
+        for item in iterable:
+            yield item
+            advance()

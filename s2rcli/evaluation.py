@@ -3,9 +3,12 @@ segmenter, test a segmenter on a labelled set, and train a segmenter on some
 sets and test it on another.
 
 Both report the metrics of :mod:`s2rcli.metrics.segmentation`. Predictions are
-made at a working size (the segmenter's training size by default) and the
-logits are resized bilinearly to each label map's own resolution before the
-argmax, so every labelled pixel counts once, at full resolution.
+made at a working size (the segmenter's training size by default), reached as in
+segmenter training: the image is scaled to cover it with its aspect ratio kept and
+centre-cropped, never squashed. The logits are resized bilinearly onto the same
+window of each label map at the label's own resolution before the argmax, so every
+labelled pixel the segmenter saw counts once, at full resolution (a frame of the
+working size's aspect ratio is scored whole).
 
 >>> from s2rcli.evaluation import train_and_test
 >>> results = train_and_test(["demo:w?split=synthetic"], "demo:w?split=real_val", "fastseg", "runs/seg", steps=600)
@@ -28,11 +31,11 @@ from .checkpoint import load_checkpoint
 from .console import settings, track, warn
 from .data import io as data_io
 from .data.datasets import open_dataset
+from .data.label_formats import open_with_label_format
 from .data.labels import get_label_space
-from .data.torchdata import image_to_tensor, resize_image
+from .data.torchdata import cover_crop_image, cover_crop_window, image_to_tensor, resize_image
 from .device import resolve_device
 from .errors import S2RError
-from .inference import open_with_label_format
 from .metrics.fid import open_images
 from .metrics.segmentation import ConfusionMatrix, default_subsets
 from .models import get_model_entry, model_from_checkpoint
@@ -115,9 +118,30 @@ class SegmenterLabels:
 
 
 def _prepare(image: np.ndarray, size: tuple[int, int] | None) -> torch.Tensor:
+    """The segmenter's input: at ``size`` by the resize policy (cover, then centre-crop; see
+    :func:`s2rcli.data.torchdata.cover_crop_image`), or the image's own size for ``None``."""
+    image = np.ascontiguousarray(image[..., :3])
     if size is not None:
-        image = resize_image(np.ascontiguousarray(image[..., :3]), size)
-    return image_to_tensor(np.ascontiguousarray(image[..., :3]))
+        image = cover_crop_image(image, size)
+    return image_to_tensor(image)
+
+
+def _label_window(image_shape: tuple[int, int], size: tuple[int, int] | None,
+                  label_shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The part of a label map the prediction covers: all of it at the image's own size, else the
+    window that cover-and-centre-crop kept, in the label's own pixels."""
+    if size is None:
+        return slice(0, label_shape[0]), slice(0, label_shape[1])
+    y0, y1, x0, x1 = cover_crop_window(image_shape, size, label_shape)
+    return slice(y0, y1), slice(x0, x1)
+
+
+def _to_window(logits: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+    """1xCxhxw logits resized bilinearly to the window's size, at the label's resolution."""
+    target = (rows.stop - rows.start, cols.stop - cols.start)
+    if tuple(logits.shape[-2:]) != target:
+        logits = F.interpolate(logits, size=target, mode="bilinear", align_corners=False)
+    return logits
 
 
 @torch.no_grad()
@@ -133,8 +157,11 @@ def evaluate_pairs(
 ) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``(image_set, i, label_set, j)`` pairs.
 
-    Images are resized to ``size`` (``None``: their own size, one at a time);
-    logits are brought to each label's resolution before the argmax.
+    With ``size``, each image is scaled to cover it (aspect ratio kept) and centre-cropped, as in
+    segmenter training; the logits are resized bilinearly onto the same window of the label, at
+    the label's full resolution, and only that window is scored (a 2:1 frame at a 2:1 size is
+    scored whole; a 4:3 frame at 2:1 loses a band at the top and bottom). ``None``: each image
+    at its own size, one at a time, every label pixel scored.
     """
     device = torch.device(device)
     cm = ConfusionMatrix(num_classes)
@@ -143,14 +170,17 @@ def evaluate_pairs(
     model.eval()
     for start in track(starts, total=len(starts), description=description):
         chunk = pairs[start:start + step]
-        images = torch.stack([_prepare(img_set.read_image(i), size) for img_set, i, _, _ in chunk]).to(device)
-        logits = model(images).float()
+        shapes, prepared = [], []
+        for img_set, i, _, _ in chunk:
+            image = img_set.read_image(i)
+            shapes.append(image.shape[:2])
+            prepared.append(_prepare(image, size))
+        logits = model(torch.stack(prepared).to(device)).float()
         for k, (_, _, lab_set, j) in enumerate(chunk):
             label = lab_set.read_label(j)
-            out = logits[k:k + 1]
-            if tuple(out.shape[-2:]) != label.shape:
-                out = F.interpolate(out, size=label.shape, mode="bilinear", align_corners=False)
-            cm.update(out.argmax(1)[0].cpu().numpy(), label)
+            rows, cols = _label_window(shapes[k], size, label.shape[:2])
+            out = _to_window(logits[k:k + 1], rows, cols)
+            cm.update(out.argmax(1)[0].cpu().numpy(), np.ascontiguousarray(label[rows, cols]))
     return cm
 
 
@@ -211,7 +241,7 @@ def score_generated(
         segmenter: a segmenter checkpoint.
         size: working size ``(H, W)``; default the segmenter's training size.
         label_space: the raw label values of a plain ``labels`` folder (``gta5``, ``synthia``, ...,
-            ``trainid``; see :data:`s2rcli.inference.LABEL_FORMATS`), converted into the segmenter's space.
+            ``trainid``; see :data:`s2rcli.data.label_formats.LABEL_FORMATS`), converted into the segmenter's space.
     """
     generated = open_images(images)
     model, ckpt, space = load_segmenter(segmenter, device)
@@ -298,17 +328,19 @@ def evaluate_segmenter(
 def write_predictions(model: torch.nn.Module, dataset: Any, folder: Path, *, size: tuple[int, int] | None,
                       device: torch.device | str = "cpu") -> list[Path]:
     """One trainId PNG per image of ``dataset`` (uint8; ``folder/<name>.png``), at the label's
-    resolution when it has labels, else the image's; the argmax of bilinearly resized logits."""
+    resolution when it has labels, else the image's; the argmax of bilinearly resized logits.
+    As in scoring, only the window the cover-and-centre-crop kept is predicted; the band outside
+    it (a 4:3 frame at a 2:1 size) is 255, ignore."""
     model.eval()
     written = []
     for i in track(range(len(dataset)), total=len(dataset), description=f"writing predictions to {folder}"):
         image = dataset.read_image(i)
         target = dataset.read_label(i).shape[:2] if dataset.has_labels else image.shape[:2]
         logits = model(_prepare(image, size)[None].to(device)).float()
-        if tuple(logits.shape[-2:]) != tuple(target):
-            logits = F.interpolate(logits, size=target, mode="bilinear", align_corners=False)
-        written.append(data_io.write_png(logits.argmax(1)[0].to(torch.uint8).cpu().numpy(),
-                                         folder / f"{dataset.names[i]}.png"))
+        rows, cols = _label_window(image.shape[:2], size, target)
+        prediction = np.full(tuple(target), 255, np.uint8)
+        prediction[rows, cols] = _to_window(logits, rows, cols).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        written.append(data_io.write_png(prediction, folder / f"{dataset.names[i]}.png"))
     return written
 
 

@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,12 +45,14 @@ from torch.nn import functional as F
 
 from . import __version__
 from .checkpoint import load_checkpoint
-from .console import info, track, warn
+from .console import info, progress_bar, warn
 from .data import io
-from .data.datasets import Dataset, Sample, Spec, open_dataset, parse_spec
+from .data.datasets import Spec, parse_spec
 from .data.io import write_png
-from .data.labels import RawTable, get_label_space, identity_table
-from .data.tables import CARLA_TABLES, CITYSCAPES_LABEL_IDS, MAPILLARY_TABLES, SYNTHIA
+from .data.label_formats import (  # noqa: F401 (LabelFormat, label_space_help: re-exported for callers)
+    LABEL_FORMATS, LabelFormat, label_format, label_space_help, open_with_label_format,
+)
+from .data.labels import get_label_space
 from .data.torchdata import image_to_tensor, resize_image, resize_label, tensor_to_image
 from .errors import S2RError
 from .models import get_model_entry, model_from_checkpoint
@@ -103,24 +105,53 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tens
     return w
 
 
+def tile_grid(height: int, width: int, stride: int, tile: int,
+              overlap: int | None = None) -> tuple[int, int, list[int], list[int]]:
+    """``(tile, overlap, row starts, column starts)`` that :func:`run_tiled` uses on an image of
+    ``height x width``: ``tile`` rounded down to the stride (at least two strides), ``overlap``
+    a quarter tile by default, and the starts on the image padded to the stride."""
+    tile = max(stride * 2, tile - tile % stride)
+    if overlap is None:
+        overlap = tile // 4
+    overlap = max(stride, overlap - overlap % stride)
+    H, W = height + (-height) % stride, width + (-width) % stride
+    if H <= tile and W <= tile:
+        return tile, overlap, [0], [0]
+    return tile, overlap, _starts(H, tile, overlap), _starts(W, tile, overlap)
+
+
+def tile_count(height: int, width: int, stride: int, tile: int, overlap: int | None = None) -> int:
+    """How many tiles :func:`run_tiled` cuts an image into (1: it runs whole); 1 with ``tile=0``."""
+    if not tile:
+        return 1
+    _, _, ys, xs = tile_grid(height, width, stride, tile, overlap)
+    return len(ys) * len(xs)
+
+
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, stride: int, tile: int,
-              overlap: int | None = None) -> torch.Tensor:
+              overlap: int | None = None, on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Apply ``fn`` to overlapping ``tile`` x ``tile`` windows of ``x`` (1xCxHxW) and blend them.
 
     Each window's output is weighted by ramps that fall to ~0 at edges shared
     with a neighbour, so seams fade instead of showing. Only one window is on
     the model's device at a time; the blended result is accumulated on ``x``'s device.
+    ``on_tile(done, total)`` is called after each window (progress).
+
+    The result equals the untiled one only for a model whose receptive field fits in the
+    overlap and which has no image-wide statistics: a network with instance normalisation
+    (UNIT's) normalises each tile by its own statistics, so tiled output differs from untiled
+    by a few grey levels (docs/evaluation.md, "Tiled translation").
     """
-    tile = max(stride * 2, tile - tile % stride)
-    if overlap is None:
-        overlap = tile // 4
-    overlap = max(stride, overlap - overlap % stride)
+    tile, overlap, ys, xs = tile_grid(x.shape[-2], x.shape[-1], stride, tile, overlap)
     padded, (h, w) = pad_to_multiple(x, stride)
     H, W = padded.shape[-2:]
-    if H <= tile and W <= tile:
-        return fn(padded)[..., :h, :w]
-    ys, xs = _starts(H, tile, overlap), _starts(W, tile, overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        out = fn(padded)[..., :h, :w]
+        if on_tile is not None:
+            on_tile(1, 1)
+        return out
     out = weight = None
+    total, done = len(ys) * len(xs), 0
     for y0 in ys:
         for x0 in xs:
             th, tw = min(tile, H), min(tile, W)
@@ -133,81 +164,13 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, strid
                 weight = torch.zeros(H, W, device=x.device)
             out[..., y0:y0 + th, x0:x0 + tw] += y * wt
             weight[y0:y0 + th, x0:x0 + tw] += wt
+            done += 1
+            if on_tile is not None:
+                on_tile(done, total)
     return (out / weight)[..., :h, :w]
 
 
 # --- input handling -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabelFormat:
-    """How to read label files that hold a dataset's raw values (``--label-space``)."""
-
-    description: str
-    table: RawTable
-    decode: Callable[[Path], np.ndarray]
-
-
-LABEL_FORMATS: dict[str, LabelFormat] = {
-    "trainid": LabelFormat("Cityscapes trainIds 0-18, 255 = ignore (labels already converted)",
-                           identity_table("cityscapes19"), io.read_index_label),
-    "cityscapes": LabelFormat("Cityscapes labelIds 0-33 (*_gtFine_labelIds.png)", CITYSCAPES_LABEL_IDS,
-                              io.read_index_label),
-    "gta5": LabelFormat("GTA5 palette PNGs, index = Cityscapes labelId", CITYSCAPES_LABEL_IDS, io.read_index_label),
-    "synscapes": LabelFormat("Synscapes img/class PNGs (Cityscapes labelIds)", CITYSCAPES_LABEL_IDS,
-                             io.read_index_label),
-    "synthia": LabelFormat("SYNTHIA class ids 0-22 (16-bit PNGs, id in the first channel)", SYNTHIA,
-                           io.read_first_channel_16bit),
-    "mapillary": LabelFormat("Mapillary Vistas v1.2 ids 0-65 (minimal mapping)", MAPILLARY_TABLES["minimal"],
-                             io.read_index_label),
-    "carla-0.9.13": LabelFormat("CARLA 0.9.10-0.9.13 semantic tags 0-22 (red channel)", CARLA_TABLES["0.9.13"],
-                                io.read_red_channel),
-    "carla-0.9.14": LabelFormat("CARLA 0.9.14+ semantic tags 0-28 (red channel)", CARLA_TABLES["0.9.14"],
-                                io.read_red_channel),
-}
-"""``--label-space`` choices: the raw label tables the dataset adapters use (``data/tables.py``), by dataset."""
-
-
-
-def label_space_help(folder: str = "a plain folder", model: str = "the model") -> str:
-    """The ``--label-space`` help text, listing the choices."""
-    return (f"The raw label values of {folder}, converted into {model}'s label space with the dataset adapters' "
-            f"tables: {', '.join(LABEL_FORMATS)} (trainid: Cityscapes trainIds 0-18, already converted). "
-            f"Default: the labels are already in {model}'s label space.")
-
-
-def label_format(name: str | None) -> LabelFormat | None:
-    """The :data:`LABEL_FORMATS` entry called ``name`` (None for None); refuses unknown names."""
-    if name is None:
-        return None
-    if name not in LABEL_FORMATS:
-        raise S2RError(f"unknown --label-space {name!r}",
-                       hint="valid choices: " + ", ".join(f"{k} ({v.description})" for k, v in LABEL_FORMATS.items()))
-    return LABEL_FORMATS[name]
-
-
-def open_with_label_format(spec: str, space: str, label_space: str | None) -> Dataset:
-    """Open ``spec`` with labels in ``space``; with ``label_space``, its label files hold that dataset's raw values.
-
-    ``label_space`` applies to plain folders (``folder:`` or a path): the files of ``labels/`` or,
-    without one, the files themselves are label maps, converted with the same table as the
-    dataset's adapter. Other kinds already know their labels and refuse it.
-    """
-    fmt = label_format(label_space)
-    if fmt is None:
-        return open_dataset(spec, space)
-    parsed = parse_spec(spec)
-    if parsed.kind != "folder":
-        raise S2RError(f"--label-space {label_space} applies to plain folders, but {spec} is a {parsed.kind} "
-                       f"dataset whose labels s2r already converts",
-                       hint="drop --label-space, or pass the folder of label files itself")
-    if "label_space" in parsed.options or "labels" in parsed.options:
-        key = "label_space" if "label_space" in parsed.options else "labels"
-        raise S2RError(f"{spec} sets {key}= and --label-space {label_space} is given too", hint="keep one")
-    ds = open_dataset(parsed, space)
-    samples = ds.samples if ds.has_labels else [Sample(s.name, None, s.image) for s in ds.samples]
-    return Dataset(ds.kind, ds.root, ds.split, ds.space, samples, table=fmt.table, decode_label=fmt.decode,
-                   on_error=ds.on_error, mismatch=ds.mismatch, spec=ds.spec)
 
 
 @dataclass
@@ -219,6 +182,10 @@ class Inputs:
     read_label: Callable[[int], np.ndarray] | None
     space: str | None
     description: str
+    skip_unreadable: bool = False
+    """The spec says ``on_error=skip``: an input that cannot be read is left out, named, and counted."""
+    left_out: list[str] = field(default_factory=list)
+    """Names the dataset already left out as unreadable when it was opened (``on_error=skip``)."""
 
 
 def _looks_like_label_file(path: Path) -> bool:
@@ -227,6 +194,17 @@ def _looks_like_label_file(path: Path) -> bool:
             return False
         values = np.unique(np.asarray(im))
     return len(values) <= 64 and bool(np.all((values < 64) | (values == 255)))
+
+
+def _first_looks_like_label_file(paths: list, tries: int = 8) -> bool:
+    """Whether the first of ``paths`` that opens is a label map; an empty or broken file is passed
+    over here (reading it later fails naming it, or leaves it out under ``on_error=skip``)."""
+    for path in [p for p in paths if p is not None][:tries]:
+        try:
+            return _looks_like_label_file(Path(path))
+        except (OSError, SyntaxError, ValueError):
+            continue
+    return False
 
 
 def _read_label_in_space(path: Path, space: str) -> np.ndarray:
@@ -251,24 +229,25 @@ def open_inputs(spec: str, space: str | None, input_kind: str, label_space: str 
     """
     target = space or "cityscapes19"
     ds = open_with_label_format(spec, target, label_space)
+    on_error = {"skip_unreadable": ds.on_error == "skip", "left_out": list(getattr(ds, "skipped_unreadable", []))}
     if label_space is not None:
         if input_kind == "image" and any(s.image is None for s in ds.samples):
             raise S2RError(f"{spec} holds label maps, but this checkpoint translates images",
                            hint="pass a folder with images/ (and labels/), or drop --label-space")
-        return Inputs(ds.names, ds.read_image if input_kind == "image" else None, ds.read_label, ds.space.name, spec)
-    first_image = ds.samples[0].image if ds.samples else None
-    label_like = first_image is not None and not ds.has_labels and _looks_like_label_file(Path(first_image))
+        return Inputs(ds.names, ds.read_image if input_kind == "image" else None, ds.read_label, ds.space.name, spec,
+                      **on_error)
+    label_like = not ds.has_labels and _first_looks_like_label_file([s.image for s in ds.samples])
     if input_kind == "image":
         if label_like:
             raise S2RError(f"{spec} holds label maps, but this checkpoint translates images",
                            hint="pass a folder or spec of RGB images")
         return Inputs(ds.names, ds.read_image, ds.read_label if ds.has_labels else None,
-                      ds.space.name if ds.has_labels else None, spec)
+                      ds.space.name if ds.has_labels else None, spec, **on_error)
     if ds.has_labels:
-        return Inputs(ds.names, None, ds.read_label, ds.space.name, spec)
+        return Inputs(ds.names, None, ds.read_label, ds.space.name, spec, **on_error)
     if label_like:
         paths = [Path(s.image) for s in ds.samples]
-        return Inputs(ds.names, None, lambda i: _read_label_in_space(paths[i], target), space, spec)
+        return Inputs(ds.names, None, lambda i: _read_label_in_space(paths[i], target), space, spec, **on_error)
     raise S2RError(f"{spec} has images but no label maps, and this checkpoint generates images from labels",
                    hint="pass a dataset spec with labels, or a folder of label PNGs (--label-space names their "
                         "raw ids: " + ", ".join(LABEL_FORMATS) + ")")
@@ -524,6 +503,8 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
     done = set(kept)             # outputs the manifest vouches for
     unrecorded: list[str] = []   # written since the manifest last listed them
     written = 0
+    unreadable = list(inputs.left_out)  # inputs left out under on_error=skip (when opened, then when read)
+    tiled = 0                           # images translated in tiles
     max_side = (previous or {}).get("max_side") if kept else None
     manifest_path = output / "manifest.json"
 
@@ -534,6 +515,7 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
             "model": ckpt["model"], "step": ckpt.get("step"), "input": input_spec, "input_spec": identity["input_spec"],
             "input_kind": entry.input_kind, "direction": direction_note, "ema": identity["settings"]["ema"],
             "images": written, "skipped": len(inputs.names) - len(todo), "inputs": len(inputs.names),
+            "unreadable": len(unreadable), "unreadable_inputs": sorted(unreadable), "tiled": tiled,
             "samples": samples, "seed": seed, "size": list(size) if size else None, "tile": tile,
             "max_side": max_side, "label_space": identity["settings"]["label_space"],
             "labels": inputs.read_label is not None, "space": inputs.space, "settings": identity["settings"],
@@ -549,9 +531,16 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
     save("incomplete")
     last_save = time.monotonic()
 
-    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        x = read(i)
-        label = inputs.read_label(i) if inputs.read_label is not None else None
+    def load(i: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        try:
+            x = read(i)
+            label = inputs.read_label(i) if inputs.read_label is not None else None
+        except S2RError as exc:
+            if not inputs.skip_unreadable:
+                raise
+            unreadable.append(inputs.names[i])
+            warn(f"left out {inputs.names[i]} ({len(unreadable)} so far, on_error=skip): {exc.message}")
+            return None
         if size is not None:
             x = resize_label(x, size) if is_label else resize_image(x, size)
             label = resize_label(label, size) if label is not None else None
@@ -565,15 +554,29 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
         with writing(path, hint=failed_hint):
             write_png(array, path)
 
+    def tiles_for(h: int, w: int) -> int:
+        """How many tiles an image of h x w is cut into (1: whole); says so the first time it is > 1."""
+        nonlocal tiled
+        count = tile_count(h, w, stride, tile) if tile and max(h, w) > tile else 1
+        if count > 1:
+            if not tiled:
+                size_tile, overlap, _, _ = tile_grid(h, w, stride, tile)
+                info(f"tiling: images larger than {tile} px are translated in {size_tile}x{size_tile} tiles "
+                     f"overlapping by {overlap} px and blended ({count} tiles for {h}x{w}); the result can differ "
+                     f"slightly from untiled (--tile 0)")
+            tiled += 1
+        return count
+
     finished = False
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), progress_bar(len(todo), "generate" if is_label else "translate") as advance:
             pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []
 
             def flush() -> None:
                 nonlocal written, last_save
                 if not pending:
                     return
+                moved = 0.0  # the bar moves per tile within a tiled image, else per image
                 if is_label:
                     outs = [[_generate(model, x, stride, device, seed, i, s) for s in range(samples)]
                             for i, x, _ in pending]
@@ -581,8 +584,14 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
                     batch = torch.stack([image_to_tensor(x) for _, x, _ in pending]).to(device)
                     fn = lambda t: model.translate(t, direction)  # noqa: E731
                     h, w = batch.shape[-2:]
-                    if tile and max(h, w) > tile:
-                        y = torch.cat([run_tiled(fn, batch[j:j + 1], stride, tile) for j in range(batch.shape[0])])
+                    if max(tiles_for(h, w) for _ in range(batch.shape[0])) > 1:  # (all of one size)
+                        def on_tile(k: int, n: int) -> None:
+                            nonlocal moved
+                            advance(1 / n)
+                            moved += 1 / n
+
+                        y = torch.cat([run_tiled(fn, batch[j:j + 1], stride, tile, on_tile=on_tile)
+                                       for j in range(batch.shape[0])])
                     else:
                         y = run_padded(fn, batch, stride)
                     outs = [[y[j]] for j in range(y.shape[0])]
@@ -599,13 +608,18 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
                         done.add(fname)
                         unrecorded.append(fname)
                         written += 1
+                advance(max(0.0, len(pending) - moved))
                 pending.clear()
                 if time.monotonic() - last_save > MANIFEST_EVERY_S:
                     save("incomplete")
                     last_save = time.monotonic()
 
-            for i in track(todo, total=len(todo), description="generate" if is_label else "translate"):
-                x, label = load(i)
+            for i in todo:
+                loaded = load(i)
+                if loaded is None:  # unreadable, left out (on_error=skip)
+                    advance()
+                    continue
+                x, label = loaded
                 max_side = max(max_side or 0, *x.shape[:2])
                 if pending and (len(pending) == batch_size or x.shape != pending[0][1].shape):
                     flush()
@@ -620,9 +634,23 @@ def _run_locked(model, inputs: Inputs, output: Path, previous: dict | None, iden
             if finished:
                 raise
 
-    info(f"wrote {written} image(s) to {output / 'images'}" + (f" (skipped {len(inputs.names) - len(todo)})"
-                                                                 if len(todo) < len(inputs.names) else ""))
+    notes = []
+    if len(todo) < len(inputs.names):
+        notes.append(f"skipped {len(inputs.names) - len(todo)}")
+    if unreadable:
+        notes.append(f"left out {len(unreadable)} unreadable input(s): {_examples(unreadable)}")
+    if tiled:
+        notes.append(f"{tiled} tiled")
+    if todo and len(unreadable) - len(inputs.left_out) == len(todo):
+        raise S2RError(f"every input of {input_spec} to translate was left out as unreadable (on_error=skip): "
+                       f"{_examples(unreadable)}; nothing was written",
+                       hint="check the files named in the warnings above, or the input spec")
+    info(f"wrote {written} image(s) to {output / 'images'}" + (f" ({'; '.join(notes)})" if notes else ""))
     return manifest("complete")
+
+
+def _examples(names: list[str], limit: int = 3) -> str:
+    return ", ".join(sorted(names)[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def _remove_outputs(output: Path, names: list[str]) -> None:

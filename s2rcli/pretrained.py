@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .console import warn
-from .errors import S2RError
+from .errors import S2RError, reason
 
 RANDOM = "random"
 
@@ -92,9 +92,8 @@ def resolve_weights(name: str, choice: str | os.PathLike | None = None, *, downl
             _download(spec.url, cached)
             return cached
         except Exception as exc:  # offline, proxy, disk full: all end in the same advice
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             raise S2RError(
-                f"could not download {name} weights {spec.filename} ({reason})",
+                f"could not download {name} weights {spec.filename} ({reason(exc)})",
                 hint=f"download {spec.url} and put it at {cached}, or pass {spec.option} PATH",
             ) from exc
     raise S2RError(

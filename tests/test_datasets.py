@@ -140,7 +140,8 @@ def test_demo_adapter_and_torch_dataset(tmp_path):
     assert item["image"].min() >= -1 and item["image"].max() <= 1
     assert item["label"].dtype == torch.int64 and item["label"].shape == (16, 24)
     full = real.read_label(1)
-    expected = np.asarray(Image.fromarray(full).resize((24, 16), Image.Resampling.NEAREST))
+    # a 2:1 frame at 16x24 is scaled to cover it (16x32), aspect kept, and its centre 24 columns cut out
+    expected = np.asarray(Image.fromarray(full).resize((32, 16), Image.Resampling.NEAREST))[:, 4:28]
     np.testing.assert_array_equal(item["label"].numpy(), expected)
     native = ImageLabelDataset(real)[0]
     assert native["image"].shape == (3, 32, 64)

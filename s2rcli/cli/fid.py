@@ -19,7 +19,8 @@ def fid(
     real: Optional[str] = typer.Option(None, "--real", metavar="SPEC", help="Real reference set, reported as 'real' (paper 001, Table 4)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", metavar="SPEC", help="Synthetic reference set, reported as 'synthetic'."),
     also: list[str] = typer.Option([], "--also", metavar="SPEC", help="Further reference sets (repeatable)."),
-    kid: bool = typer.Option(False, "--kid", help="Also compute KID (mean and std over 100 subsets)."),
+    kid: bool = typer.Option(False, "--kid", help="Also compute KID (mean and std over 100 subsets of up to 1000 "
+                             "images; the std is n/a unless both sets are larger than the subset size)."),
     size: str = typer.Option("256x512", "--size", metavar="HxW", help="Resize every image to HxW (PIL bicubic) before the extractor."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per extractor batch (results do not depend on it)."),
     inception_weights: Optional[str] = typer.Option(
@@ -38,6 +39,11 @@ def fid(
     input, keyed by its files (name, size, mtime), the resize and the weights.
     A plain folder whose images sit in subfolders (Cityscapes leftImg8bit/val, one
     subfolder per city) is read recursively, every image counted once.
+
+    A reference with fewer than 2 images is skipped with a warning (listed under
+    "skipped" in --json) and the others are still compared. FID on fewer images than
+    the extractor's feature dimensions (2048 for Inception) is biased: a warning says
+    so; compare FIDs only at equal N.
     """
     from ..device import resolve_device
     from ..metrics.fid import compare, default_cache_dir, parse_size
@@ -84,8 +90,13 @@ def render_table(result: dict):
         cells = [row["reference"] if row["reference"] == row["spec"] else f"{row['reference']} ({row['spec']})",
                  str(row["count"]), f"{row['fid']:.2f}"]
         if with_kid:
-            cells.append(f"{row['kid_mean'] * 1e3:.2f} ± {row['kid_std'] * 1e3:.2f}")
+            std = row.get("kid_std")
+            cells.append(f"{row['kid_mean'] * 1e3:.2f} ± " + ("n/a" if std is None else f"{std * 1e3:.2f}"))
         table.add_row(*cells)
+    for row in result.get("skipped", []):
+        cells = [row["reference"] if row["reference"] == row["spec"] else f"{row['reference']} ({row['spec']})",
+                 str(row["count"]), "skipped"]
+        table.add_row(*cells, *(["skipped"] if with_kid else []))
     return table
 
 

@@ -13,6 +13,7 @@ from ..models import get_model_entry, list_models
 from ..models.config import field_names
 from ..training.config import parse_size, resolve_config
 from ..training.runner import train_run
+from ..utils.threads import THREADS_HELP, torch_threads
 
 
 def train(
@@ -41,6 +42,7 @@ def train(
     amp: Optional[str] = typer.Option(None, "--amp", metavar="bf16|fp16", help="Mixed precision on CUDA: bf16 or fp16."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches accumulated per update."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help=THREADS_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that already holds a run."),
 ) -> None:
     """Train a registered model: a translator on synthetic and real data, or a segmenter on labelled sets.
@@ -72,8 +74,9 @@ def train(
         sets.insert(0, f"train.pseudo_labels={Path(out) / 'pseudo_labels'}")
     if "segmenter" in train_keys and not (resume or dry_run):  # checked before the run folder is touched
         _require_segmenter(model, preset, config, sets, options)
-    state = train_run(model, out, preset=preset, config_file=config, sets=sets, options=options,
-                      resume=resume, overwrite=overwrite, dry_run=dry_run)
+    with torch_threads(threads):
+        state = train_run(model, out, preset=preset, config_file=config, sets=sets, options=options,
+                          resume=resume, overwrite=overwrite, dry_run=dry_run)
     if state is None:
         return
     if state.status == "interrupted":

@@ -194,6 +194,8 @@ class Dataset:
         """Names of samples whose label was resized to its image (``mismatch=resize``)."""
         self.skipped_mismatched: list[str] = []
         """Names left out because label and image sizes differ (``mismatch=skip``)."""
+        self.skipped_unreadable: list[str] = []
+        """Names left out when opened because a file could not be read (``on_error=skip``)."""
         self.warn_each = True
         """Warn about each repaired file as it is read (bulk commands turn this off and report at the end)."""
         self._lut = table.lut(space) if table is not None else None
@@ -416,6 +418,7 @@ def _drop_mismatched(dataset: Dataset) -> None:
             if dataset.on_error != "skip":
                 raise
             unreadable.append(f"{sample.name} ({exc.message})")
+            dataset.skipped_unreadable.append(sample.name)
             continue
         if same:
             keep.append(sample)

@@ -384,6 +384,8 @@ def compute_spfeat_file(
     truncated or empty file stops the run naming it, or, with the dataset's
     ``on_error=skip``, is left out of the output, reported, and listed in ``skipped``.
     Memory stays at the output matrix plus one chunk per worker, whatever N is.
+    Labels that hold no class pixel at all (every kept one all ignore: the wrong label space or
+    dataset kind, or empty maps) would give all-zero features: that is an :class:`S2RError`.
     Returns a summary dict (count, dimension, seconds, resumed and skipped images, path).
     """
     out_path = Path(out_path)
@@ -490,6 +492,18 @@ def compute_spfeat_file(
                        f"no SP-Feat file was written",
                        hint="check the files named in the warnings above, or the dataset spec")
     keep = ~skipped
+    if int(class_pixels[keep].sum()) == 0:
+        # Every kept label is all ignore (or its classes are outside the space): the features would
+        # all be zero and pairing on them would be meaningless. No file is written, and the partial
+        # result is dropped, so a run with the labels or label space fixed starts afresh.
+        if part.exists():
+            part.unlink()
+        what = "the segmenter's predictions hold" if labeller is not None else "the labels hold"
+        raise S2RError(f"{what} no pixel of any of the {num_classes} classes of {space_name} in any of the "
+                       f"{int(keep.sum())} images of {spec} (all ignore = {ignore}), so every SP-Feat vector would "
+                       f"be zero; no SP-Feat file was written",
+                       hint="check that the dataset kind and --space match the label files (raw ids of another "
+                            "dataset map to ignore), or that the labels are not empty")
     fingerprint = io.dataset_fingerprint(dataset, names[keep].tolist())
     _save_npz(out_path, {**meta, "names": names[keep], "features": features[keep],
                          "class_pixels": class_pixels[keep], "fingerprint": np.asarray(fingerprint),

@@ -40,6 +40,55 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(label).resize((width, height), Image.Resampling.NEAREST))
 
 
+# --- the resize policy of evaluation and segmenter training --------------------------------------
+#
+# A frame is brought to a working size (H, W) by "cover, then centre-crop": it is scaled by
+# max(H / h, W / w), so it covers the working size with its aspect ratio kept, and the centre
+# H x W is cut out. A 4:3 Mapillary frame at 256x512 loses a band at the top and bottom instead
+# of being squashed; a 2:1 Cityscapes frame is only scaled. Translator training crops the same
+# way (data/pair_source.py scale_crop_flip, at random offsets there). Scoring maps the crop back
+# onto the label: see cover_crop_window.
+
+
+def cover_crop_geometry(height: int, width: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(new_h, new_w, top, left)``: scale ``height x width`` to cover ``size`` (aspect kept), then
+    the centre ``size`` window starts at ``(top, left)`` of the scaled frame."""
+    out_h, out_w = int(size[0]), int(size[1])
+    scale = max(out_h / height, out_w / width)
+    new_h, new_w = max(out_h, round(height * scale)), max(out_w, round(width * scale))
+    return new_h, new_w, (new_h - out_h) // 2, (new_w - out_w) // 2
+
+
+def cover_crop_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 to ``size`` by the policy above: bicubic scale to cover, centre crop (never distorted)."""
+    new_h, new_w, top, left = cover_crop_geometry(image.shape[0], image.shape[1], size)
+    scaled = resize_image(image, (new_h, new_w))
+    return np.ascontiguousarray(scaled[top:top + int(size[0]), left:left + int(size[1])])
+
+
+def cover_crop_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An HxW label map to ``size`` the same way (nearest-neighbour scaling)."""
+    new_h, new_w, top, left = cover_crop_geometry(label.shape[0], label.shape[1], size)
+    scaled = resize_label(label, (new_h, new_w))
+    return np.ascontiguousarray(scaled[top:top + int(size[0]), left:left + int(size[1])])
+
+
+def cover_crop_window(image_shape: tuple[int, int], size: tuple[int, int],
+                      target_shape: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the part of a frame that :func:`cover_crop_image` keeps, in the pixels of
+    ``target_shape`` (the frame's label, at its own resolution; default the image's shape).
+
+    Scoring predicts on the cover-cropped image and compares, at the label's full resolution,
+    only this window of the label: its pixels are the ones the segmenter saw.
+    """
+    height, width = int(image_shape[0]), int(image_shape[1])
+    th, tw = (height, width) if target_shape is None else (int(target_shape[0]), int(target_shape[1]))
+    new_h, new_w, top, left = cover_crop_geometry(height, width, size)
+    y0, y1 = round(top * th / new_h), round((top + int(size[0])) * th / new_h)
+    x0, x1 = round(left * tw / new_w), round((left + int(size[1])) * tw / new_w)
+    return y0, max(y1, y0 + 1), x0, max(x1, x0 + 1)
+
+
 class SkipUnreadable:
     """Reads samples of one dataset for training, honouring its ``on_error`` option.
 
@@ -81,8 +130,9 @@ class SkipUnreadable:
 class ImageLabelDataset(torch.utils.data.Dataset):
     """Item ``i`` is ``{"image": float32 3xHxW in [-1, 1], "label": int64 HxW (255 ignore), "index": i}``.
 
-    Images are resized bicubic and labels nearest to ``size=(H, W)``; ``size=None`` keeps each
-    image's own size (labels are brought to it). ``labels=False`` leaves out "label".
+    With ``size=(H, W)``, images (bicubic) and labels (nearest) are scaled to cover it with their
+    aspect ratio kept and centre-cropped (:func:`cover_crop_image`), never squashed; ``size=None``
+    keeps each image's own size (labels are brought to it). ``labels=False`` leaves out "label".
 
     ``skip_unreadable=True`` (training) honours the dataset's ``on_error=skip``: an unreadable sample
     is replaced by the next readable one (:class:`SkipUnreadable`), and ``index`` says which.
@@ -113,8 +163,13 @@ class ImageLabelDataset(torch.utils.data.Dataset):
             index, (image, label) = self.skipper.read(index, self._read)
         else:
             image, label = self._read(index)
-        size = self.size or image.shape[:2]
-        item = {"image": image_to_tensor(resize_image(image, size)), "index": index}
+        if self.size is None:
+            size = image.shape[:2]
+            item = {"image": image_to_tensor(image), "index": index}
+            if self.labels:
+                item["label"] = torch.from_numpy(resize_label(label, size).astype(np.int64))
+            return item
+        item = {"image": image_to_tensor(cover_crop_image(image, self.size)), "index": index}
         if self.labels:
-            item["label"] = torch.from_numpy(resize_label(label, size).astype(np.int64))
+            item["label"] = torch.from_numpy(cover_crop_label(label, self.size).astype(np.int64))
         return item

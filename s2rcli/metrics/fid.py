@@ -47,7 +47,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from ..console import track
+from ..console import track, warn
 from ..errors import S2RError
 from ..pretrained import resolve_weights, safe_load_weights, weights_only_loads
 from ..utils import sizes
@@ -63,6 +63,8 @@ RANDOM_LABEL = "random features; not comparable to papers"
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 KID_SEED = 2020
+MIN_IMAGES = 2
+"""FID needs a mean and a covariance on each side: at least 2 images (a set with fewer is skipped)."""
 
 
 # --- the offline fallback extractor ------------------------------------------------
@@ -395,12 +397,19 @@ def kid_from_features(
     subset_size: int = KID_SUBSET_SIZE,
     seed: int = KID_SEED,
 ) -> dict[str, float]:
-    """torch-fidelity's KID (polynomial kernel); the subset size shrinks to the smaller set."""
+    """torch-fidelity's KID (polynomial kernel); the subset size shrinks to the smaller set.
+
+    ``kid_std`` is the spread over the random subsets, so it means something only when the
+    subsets can differ: when both sets hold more images than the subset size. Otherwise every
+    subset of a set is the whole set, and ``kid_std`` is ``None`` (shown as n/a), not a
+    misleading 0.
+    """
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
     subset_size = min(int(subset_size), len(features_1), len(features_2))
     if subset_size < 2:
         raise S2RError("KID needs at least 2 images on each side")
+    std_defined = subset_size < min(len(features_1), len(features_2))
     with contextlib.redirect_stdout(sys.stderr):  # its "KID values slightly less than 0" note
         out = kid_features_to_metric(
             torch.from_numpy(np.ascontiguousarray(features_1)),
@@ -410,7 +419,8 @@ def kid_from_features(
             rng_seed=int(seed),
             verbose=False,
         )
-    return {"kid_mean": float(out[KEY_METRIC_KID_MEAN]), "kid_std": float(out[KEY_METRIC_KID_STD]),
+    return {"kid_mean": float(out[KEY_METRIC_KID_MEAN]),
+            "kid_std": float(out[KEY_METRIC_KID_STD]) if std_defined else None,
             "kid_subset_size": subset_size}
 
 
@@ -436,7 +446,11 @@ def compare(
             ``resolve_extractor(inception_weights)``, after the inputs are checked,
             so a wrong path is reported before any weights are looked for.
 
-    Returns a JSON-ready dict: the protocol, the input, and one result per reference.
+    Returns a JSON-ready dict: the protocol (with the extractor's ``feature_dim``), the input,
+    one result per reference that could be compared, ``skipped``: the references left out
+    (fewer than 2 images: FID needs a covariance), each with its count and reason, and
+    ``warnings``: what was also printed (a set smaller than the feature dimension gives a
+    biased FID; KID's spread n/a). A set under test that is too small is an error.
     """
     if not references:
         raise S2RError("nothing to compare against", hint="give a second set, or --real / --synthetic / --also")
@@ -444,6 +458,19 @@ def compare(
     datasets = {"input": open_images(inputs)}
     for label, spec in references:
         datasets[label] = open_images(spec)
+    n_input = len(datasets["input"])
+    if n_input < MIN_IMAGES:
+        raise S2RError(f"the set under test {inputs} has {n_input} image(s); FID needs at least {MIN_IMAGES}",
+                       hint="pass a folder or spec with more images")
+    skipped = [{"reference": label, "spec": spec, "count": len(datasets[label]),
+                "reason": f"{len(datasets[label])} image(s); FID needs at least {MIN_IMAGES}"}
+               for label, spec in references if len(datasets[label]) < MIN_IMAGES]
+    if len(skipped) == len(references):
+        names = ", ".join(f"{_named(s['reference'], s['spec'])} ({s['count']})" for s in skipped)
+        raise S2RError(f"no reference can be compared: every one has fewer than {MIN_IMAGES} images: {names}",
+                       hint="pass reference sets with at least 2 images (FID needs a covariance on each side)")
+    for entry in skipped:  # the others are still compared
+        warn(f"skipped reference {_named(entry['reference'], entry['spec'])}: {entry['reason']}")
     if extractor is None:
         extractor = resolve_extractor(inception_weights)
     built: list[nn.Module] = []
@@ -456,15 +483,30 @@ def compare(
     features = {
         key: compute_features(ds, extractor, size=size, batch_size=batch_size, device=device, cache_dir=cache_dir,
                               description=f"features {key}", net=shared_net)
-        for key, ds in datasets.items()
+        for key, ds in datasets.items() if len(ds) >= MIN_IMAGES
     }
+    dim = int(features["input"].shape[1])
     results = []
     for label, spec in references:
+        if label not in features:
+            continue
         row: dict[str, Any] = {"reference": label, "spec": spec, "count": len(datasets[label]),
                                "fid": fid_from_features(features["input"], features[label])}
         if kid:
             row.update(kid_from_features(features["input"], features[label]))
         results.append(row)
+    small = [(inputs if label == "input" else label, len(datasets[label]))
+             for label in ["input", *(r["reference"] for r in results)] if len(datasets[label]) < dim]
+    warnings = []
+    if small:
+        counts = ", ".join(f"{name} {n}" for name, n in small)
+        warnings.append(f"FID on fewer images than its {dim} feature dimensions is biased ({counts} images); "
+                        f"compare FIDs only at equal N")
+    if kid and any(r.get("kid_std") is None for r in results):
+        warnings.append(f"KID ± n/a: its spread over {KID_SUBSETS} subsets needs both sets larger than the subset "
+                        f"size (up to {KID_SUBSET_SIZE}); with fewer images every subset is the whole set")
+    for text in warnings:
+        warn(text)
     return {
         "input": {"spec": inputs, "count": len(datasets["input"])},
         "protocol": {
@@ -475,6 +517,14 @@ def compare(
             "weights": extractor.weights_path,
             "label": extractor.label,
             "comparable_to_papers": extractor.comparable,
+            "feature_dim": dim,
         },
         "results": results,
+        "skipped": skipped,
+        "warnings": warnings,
     }
+
+
+def _named(label: str, spec: str) -> str:
+    """How a reference is named in messages: ``real (demo:w?split=real)`` or just its spec."""
+    return spec if label == spec else f"{label} ({spec})"
