@@ -19,28 +19,36 @@ def _mean_over(xs: list[torch.Tensor], fn) -> torch.Tensor:
     return sum(fn(x) for x in xs) / len(xs)
 
 
+KINDS = ("lsgan", "hinge", "nonsaturating")
+ROLES = ("real", "fake", "generator")
+
+
+def pointwise(kind: str, logits: torch.Tensor, role: str) -> torch.Tensor:
+    """The adversarial loss of every logit, unreduced (for weighted means, e.g. per-pixel masks).
+
+    ``role``: ``"real"`` (the discriminator's loss on real samples), ``"fake"`` (its loss on
+    generated ones) or ``"generator"`` (the generator's loss on its samples).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if kind == "lsgan":
+        return logits ** 2 if role == "fake" else (logits - 1) ** 2
+    if kind == "hinge":
+        return {"real": F.relu(1 - logits), "fake": F.relu(1 + logits), "generator": -logits}[role]
+    if kind == "nonsaturating":
+        return F.softplus(logits) if role == "fake" else F.softplus(-logits)
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
 def d_loss(kind: str, real: Logits, fake: Logits) -> torch.Tensor:
     """Discriminator loss for ``kind`` in ``lsgan``, ``hinge``, ``nonsaturating``."""
-    real, fake = _as_list(real), _as_list(fake)
-    if kind == "lsgan":
-        return _mean_over(real, lambda r: ((r - 1) ** 2).mean()) + _mean_over(fake, lambda f: (f ** 2).mean())
-    if kind == "hinge":
-        return _mean_over(real, lambda r: F.relu(1 - r).mean()) + _mean_over(fake, lambda f: F.relu(1 + f).mean())
-    if kind == "nonsaturating":
-        return _mean_over(real, lambda r: F.softplus(-r).mean()) + _mean_over(fake, lambda f: F.softplus(f).mean())
-    raise ValueError(f"unknown GAN loss {kind!r}")
+    return (_mean_over(_as_list(real), lambda r: pointwise(kind, r, "real").mean())
+            + _mean_over(_as_list(fake), lambda f: pointwise(kind, f, "fake").mean()))
 
 
 def g_loss(kind: str, fake: Logits) -> torch.Tensor:
     """Generator loss: make the discriminator call ``fake`` real."""
-    fake = _as_list(fake)
-    if kind == "lsgan":
-        return _mean_over(fake, lambda f: ((f - 1) ** 2).mean())
-    if kind == "hinge":
-        return _mean_over(fake, lambda f: -f.mean())
-    if kind == "nonsaturating":
-        return _mean_over(fake, lambda f: F.softplus(-f).mean())
-    raise ValueError(f"unknown GAN loss {kind!r}")
+    return _mean_over(_as_list(fake), lambda f: pointwise(kind, f, "generator").mean())
 
 
 def r1_penalty(real_logits: Logits, real_images: torch.Tensor) -> torch.Tensor:
