@@ -10,6 +10,7 @@ from s2rcli.errors import S2RError
 from s2rcli.losses.gan import r1_penalty
 from s2rcli.models import create_model, get_model_entry, list_models
 from s2rcli.models.sis.network import SIS, WaveletDiscriminator, encode_labels
+from s2rcli.models.sis.task import check_training_size
 from s2rcli.checkpoint import load_checkpoint
 from s2rcli.models import model_from_checkpoint
 from s2rcli.device import DistInfo
@@ -187,7 +188,7 @@ def test_lazy_r1_phase_is_scaled_by_interval():
 
 @pytest.mark.parametrize("opts", [
     {"align_patches": 1}, {"align_patches": 16}, {"disc_patches": [4, 4]}, {"disc_patches": [1, 1]},
-    {"disc_patches": [1, 16]}, {"loss": {"align": 0.0}},
+    {"disc_patches": [1, 16]}, {"loss": {"align": 0.0}}, {"generate_patches": 4, "align_patches": 1},
 ])
 def test_ablation_options_give_finite_terms(opts):
     task, _ = make_task(**opts)
@@ -201,6 +202,21 @@ def test_ablation_options_give_finite_terms(opts):
         assert g["loss"].item() == pytest.approx(g["adv_u"].item() + g["adv_l"].item(), rel=1e-5)
     else:
         assert g["align"] > 0
+
+
+def test_config_d_generates_and_aligns_patches_only():
+    task, _ = make_task(generate_patches=4, align_patches=1)
+    batch = next(iter(task.data))
+    seen = []
+    hook = task.model.G.register_forward_hook(lambda m, args, out: seen.append((tuple(args[0].shape), tuple(out.shape))))
+    try:
+        task.loss("G", batch, 0)
+    finally:
+        hook.remove()
+    b, (h, w) = batch["a"].shape[0], SIZE
+    assert seen == [((4 * b, h // 2, w // 2), (4 * b, 3, h // 2, w // 2))]  # label patches in, image patches out
+    with pytest.raises(S2RError, match="multiples of 16"):
+        check_training_size([24, 32], 8, 1, [1, 4], generate_patches=4)
 
 
 def test_bad_options_are_user_errors():

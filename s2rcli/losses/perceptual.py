@@ -68,15 +68,22 @@ class VGGFeatures(nn.Module):
     def train(self, mode: bool = True) -> "VGGFeatures":  # always frozen
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """The activations of :attr:`layers`, or of ``layers`` (a subset of them): the stack then
+        stops at the deepest one, so small images need not survive the deeper poolings."""
+        layers = self.layers if layers is None else tuple(layers)
+        missing = [layer for layer in layers if layer not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} are not among this extractor's {list(self.layers)}")
         x = ((x + 1) / 2 - self.mean) / self.std
-        wanted = {self.layer_index[layer]: layer for layer in self.layers}
+        wanted = {self.layer_index[layer]: layer for layer in layers}
+        last = max(wanted, default=-1)
         out: dict[str, torch.Tensor] = {}
-        for i, module in enumerate(self.features):
+        for i, module in enumerate(self.features[: last + 1]):
             x = module(x)
             if i in wanted:
                 out[wanted[i]] = x
-        return [out[layer] for layer in self.layers]
+        return [out[layer] for layer in layers]
 
 
 class PerceptualLoss(nn.Module):
@@ -91,3 +98,25 @@ class PerceptualLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fx, fy = self.features(x), self.features(y.detach())
         return sum(w * F.l1_loss(a, b) for w, a, b in zip(self.weights, fx, fy))
+
+
+_FROZEN: dict[tuple, VGGFeatures] = {}
+_FROZEN_KEEP = 2  # a model may use two (e.g. VGG16 in a discriminator, VGG19 for its perceptual loss)
+
+
+def frozen_vgg(arch: str, layers: Sequence[str], weights: str | None, device) -> VGGFeatures:
+    """A frozen :class:`VGGFeatures`, built once per process for the same arguments
+    (building one means initialising or reading ~500 MB of weights; it holds no state).
+
+    A random VGG is drawn from a fixed seed, so it is the same function in every
+    run: resumed runs continue exactly and runs with different seeds compare.
+    The last two distinct ones are kept.
+    """
+    key = (arch, tuple(layers), None if weights is None else str(weights), str(torch.device(device)))
+    if key not in _FROZEN:
+        while len(_FROZEN) >= _FROZEN_KEEP:  # they are large: drop the oldest
+            _FROZEN.pop(next(iter(_FROZEN)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _FROZEN[key] = VGGFeatures(arch, tuple(layers), weights=weights).to(device)
+    return _FROZEN[key]

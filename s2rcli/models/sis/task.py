@@ -21,7 +21,7 @@ from ...data.pair_source import make_pair_source
 from ...errors import S2RError
 from ...losses import gan
 from ...losses.alignment import patch_grid, patchify, perceptual_distance
-from ...losses.perceptual import VGGFeatures, vgg_relu_names
+from ...losses.perceptual import frozen_vgg, vgg_relu_names
 from ..config import Preset, TrainConfig, field_names
 from ..contract import Phase, TrainTask
 from ..registry import register_model
@@ -64,6 +64,7 @@ class SISTrain(TrainConfig):
     gan: str = "nonsaturating"
     r1_every: int = 4
     align_patches: int = 4             # Table III: 1 (config A), 4 (B, the paper's best), 16 (C)
+    generate_patches: int = 1          # Table III config D: G trains on P(m) patches only (4, with align_patches=1)
     disc_patches: list[int] = field(default_factory=lambda: [1, 4])  # Table IV: patches seen by [D_u, {D_l}]; [1, 4] is E
     align_layers: list[str] = field(default_factory=lambda: list(LPIPS_LAYERS))
     vgg_weights: str | None = None     # path, "random", or None for the cache / download
@@ -90,6 +91,7 @@ def sis_train_options(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise S2RError(f"train.loss.{key} must be a number >= 0, got {value!r}")
     try:
         patch_grid(opts["align_patches"])
+        patch_grid(opts["generate_patches"])
         disc = [int(p) for p in opts["disc_patches"]]
         if len(disc) != 2:
             raise ValueError("two entries")
@@ -97,7 +99,8 @@ def sis_train_options(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
             patch_grid(p)
     except (ValueError, TypeError) as exc:
         raise S2RError(f"bad patch option ({exc})",
-                       hint="train.align_patches is 1, 4, 9 or 16...; train.disc_patches is [D_u, D_l], e.g. [1, 4]") from None
+                       hint="train.align_patches and train.generate_patches are 1, 4, 9 or 16...; "
+                            "train.disc_patches is [D_u, D_l], e.g. [1, 4]") from None
     opts["disc_patches"] = disc
     if int(opts["r1_every"]) < 1:
         raise S2RError("train.r1_every must be >= 1")
@@ -106,7 +109,8 @@ def sis_train_options(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def check_training_size(size: Sequence[int], stride: int, align_patches: int, disc_patches: Sequence[int]) -> None:
+def check_training_size(size: Sequence[int], stride: int, align_patches: int, disc_patches: Sequence[int],
+                        generate_patches: int = 1) -> None:
     """Refuse a training size the generator, P(x) or the Haar transform cannot take."""
     h, w = int(size[0]), int(size[1])
     need = stride
@@ -114,6 +118,7 @@ def check_training_size(size: Sequence[int], stride: int, align_patches: int, di
         need = math.lcm(need, patch_grid(p))
     du_k = patch_grid(disc_patches[0])
     need = math.lcm(need, 2 * du_k)  # D_u's patches need an even size for the Haar transform
+    need *= patch_grid(generate_patches)  # config D: every rule above applies to each generated patch
     if h % need or w % need:
         raise S2RError(f"training size {h}x{w} does not suit this sis configuration",
                        hint=f"use a size whose height and width are multiples of {need}, e.g. "
@@ -133,6 +138,7 @@ class SISLoss:
         self.gan = opts["gan"]
         self.r1_every = int(opts["r1_every"])
         self.align_patches = int(opts["align_patches"])
+        self.generate_patches = int(opts["generate_patches"])
         self.du_patches, self.dl_patches = (int(p) for p in opts["disc_patches"])
         self.align_layers = tuple(opts["align_layers"])
         self.d_layers = model.D_l.layers
@@ -147,6 +153,8 @@ class SISLoss:
         return self.model.G(labels, z)
 
     def __call__(self, phase: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.generate_patches > 1:
+            batch = patch_batch(batch, self.generate_patches)
         if phase == "D":
             return self.discriminator_terms(batch)
         if phase == "D_r1":
@@ -198,6 +206,13 @@ class SISLoss:
         if w["align"] > 0:
             loss = loss + w["align"] * align
         return {"loss": loss, "adv_u": adv_u.detach(), "adv_l": adv_l.detach(), "align": align.detach()}
+
+
+def patch_batch(batch: Mapping[str, torch.Tensor], patches: int) -> dict[str, torch.Tensor]:
+    """Table III config D: every image and label map of the batch cut into ``patches`` images
+    (:func:`~s2rcli.losses.alignment.patchify`), so the generator trains on patches only."""
+    return {"a": patchify(batch["a"], patches), "b": patchify(batch["b"], patches),
+            "a_label": patchify(batch["a_label"][:, None], patches)[:, 0]}
 
 
 @dataclass
@@ -253,7 +268,7 @@ def make_sis_task(model: SIS, cfg: dict[str, Any], data: dict[str, Any], dist, d
     if space != model.label_space:  # the run's label space decides the number of classes
         model = SIS(**{**model.kwargs, "label_space": space, "num_classes": None})
     size = (cfg.get("data") or {}).get("size") or [256, 512]
-    check_training_size(size, model.stride, opts["align_patches"], opts["disc_patches"])
+    check_training_size(size, model.stride, opts["align_patches"], opts["disc_patches"], opts["generate_patches"])
 
     if opts["vgg_weights"] is not None and str(opts["vgg_weights"]) == "random":
         warn("sis with a random VGG: its feature discriminators and alignment loss are untrained "
@@ -291,25 +306,6 @@ def make_sis_task(model: SIS, cfg: dict[str, Any], data: dict[str, Any], dist, d
         criterion=SISLoss(model, vgg, opts),
         sample_draws=int(opts["sample_draws"]),
     )
-
-
-_VGG_CACHE: dict[tuple, nn.Module] = {}
-
-
-def frozen_vgg(arch: str, layers: Sequence[str], weights: str | None, device) -> nn.Module:
-    """The frozen VGG feature extractor, built once per process for the same arguments
-    (building it means initialising or reading ~500 MB of weights; it holds no state).
-
-    A random VGG is drawn from a fixed seed, so it is the same function in every
-    run: resumed runs continue exactly and runs with different seeds compare.
-    """
-    key = (arch, tuple(layers), None if weights is None else str(weights), str(torch.device(device)))
-    if key not in _VGG_CACHE:
-        _VGG_CACHE.clear()  # keep one: they are large
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            _VGG_CACHE[key] = VGGFeatures(arch, tuple(layers), weights=weights).to(device)
-    return _VGG_CACHE[key]
 
 
 # --- registration ------------------------------------------------------------------------------
