@@ -11,6 +11,7 @@ from .registry import (build_task, count_parameters, create_model, get_model_ent
                        register_model, unregister_model)
 
 # Registration: each import runs the folder's @register_model.
+from . import lab2pix  # noqa: E402,F401  isort: skip
 from . import segmenters  # noqa: E402,F401  isort: skip
 from . import sis  # noqa: E402,F401  isort: skip
 from . import unit  # noqa: E402,F401  isort: skip
