@@ -47,3 +47,28 @@ def test_content_segmenter_must_be_a_segmenter(tmp_path):
                            tmp_path / "u.pt")
     with pytest.raises(S2RError, match="not a segmenter"):
         ContentObserver(tmp_path / "run", path)
+
+
+def test_translate_reports_content_preservation(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from s2rcli.cli.app import app
+
+    runner = CliRunner()
+    unit = create_model("unit", preset="tiny")
+    ckpt = save_checkpoint(make_checkpoint(model="unit", model_kwargs=dict(
+        channels=16, n_down=2, n_res=2, n_shared=1, share=True, d_channels=16, d_layers=3, d_scales=3),
+        state_dicts={"G": unit.G.state_dict(), "D": unit.D.state_dict()}), tmp_path / "unit.pt")
+    seg = _segmenter(tmp_path / "seg.pt")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["translate", "--checkpoint", str(ckpt), "--input", f"demo:{world}?split=synthetic",
+                                 "--output", str(out), "--segmenter", str(seg)])
+    assert result.exit_code == 0, result.output
+    content = json.loads((out / "content.json").read_text())
+    assert set(content) == {"segmenter", "translated", "raw"}
+    for key in ("translated", "raw"):
+        assert 0.0 <= content[key]["miou"] <= 1.0 and "road" in content[key]["per_class_iou"]
+    assert "content preservation" in result.output and "raw input" in result.output
+    missing = runner.invoke(app, ["translate", "--checkpoint", str(ckpt), "--input", f"demo:{world}?split=synthetic",
+                                  "--output", str(tmp_path / "out2"), "--segmenter", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 1 and not (tmp_path / "out2").exists()  # checked before translating

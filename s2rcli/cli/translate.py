@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from ..console import settings
-from ..device import resolve_device
+from ..checkpoint import load_checkpoint
+from ..console import info, settings, stdout
 from ..data.label_formats import label_space_help
+from ..device import resolve_device
+from ..evaluation import score_generated
 from ..inference import translate_dataset
+from ..models import get_model_entry
+from ..utils.atomic import atomic_write_json
 from ..utils.sizes import parse_size
 from ..utils.threads import THREADS_HELP, torch_threads
 
@@ -34,6 +40,10 @@ def translate(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep the outputs that OUTPUT/manifest.json says the same "
                                                                       "checkpoint, input and settings made, and do the rest."),
     threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help=THREADS_HELP),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter", metavar="CKPT",
+                                            help="Content preservation: a segmenter trained on real images segments "
+                                                 "the outputs (and, for image models, the inputs); its per-class IoU "
+                                                 "against the input's labels is printed and saved to OUTPUT/content.json."),
 ) -> None:
     """Translate synthetic images (or generate from label maps) with a trained model.
 
@@ -42,12 +52,43 @@ def translate(
     With ?on_error=skip in the --input spec, an empty or truncated input is left out, named
     in a warning and counted in the manifest and the closing line (none readable: exit 1).
     """
+    device = resolve_device(settings.device)
     with torch_threads(threads):
+        if segmenter is not None:
+            load_checkpoint(segmenter)  # a wrong path fails before anything is translated
         translate_dataset(
             checkpoint, input, output, direction=direction, batch_size=batch_size,
             size=parse_size(size), tile=tile, samples=samples, seed=seed, use_ema=not no_ema, overwrite=overwrite,
-            skip_existing=skip_existing, label_space=label_space, device=resolve_device(settings.device),
+            skip_existing=skip_existing, label_space=label_space, device=device,
         )
+        if segmenter is not None:
+            report_content(checkpoint, input, output, segmenter, label_space, device)
+
+
+def report_content(checkpoint: str, input: str, output: str, segmenter: str, label_space: str | None, device) -> dict:
+    """Score the outputs (and an image model's inputs) with a real-trained segmenter against the input labels."""
+    translated = score_generated(output, input, segmenter, device=device, label_space=label_space)
+    image_model = get_model_entry(str(load_checkpoint(checkpoint)["model"])).input_kind == "image"
+    raw = score_generated(input, input, segmenter, device=device, label_space=label_space) if image_model else None
+    result = {"segmenter": str(segmenter), "translated": translated["scores"], "raw": raw["scores"] if raw else None}
+    atomic_write_json(Path(output) / "content.json", result, overwrite=True)
+    table = Table(title=f"content preservation: {segmenter} on the outputs vs the input labels (IoU %)")
+    table.add_column("class")
+    if raw:
+        table.add_column("raw input", justify="right")
+    table.add_column("translated", justify="right")
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for name, iou in translated["scores"]["per_class_iou"].items():
+        table.add_row(name, *([pct(raw["scores"]["per_class_iou"].get(name))] if raw else []), pct(iou))
+    table.add_section()
+    table.add_row("[bold]mIoU[/bold]", *([pct(raw["scores"]["miou"])] if raw else []), pct(translated["scores"]["miou"]))
+    stdout.print(table)
+    if raw:
+        better = translated["scores"]["miou"] > raw["scores"]["miou"]
+        info(f"content mIoU {100 * translated['scores']['miou']:.1f}% translated vs {100 * raw['scores']['miou']:.1f}% "
+             f"raw: the translation {'keeps more' if better else 'keeps less'} of what the labels say, as a real-image "
+             f"segmenter sees it; saved to {Path(output) / 'content.json'}")
+    return result
 
 
 def register(app: typer.Typer) -> None:
