@@ -23,8 +23,12 @@ def world(tmp_path_factory):
     return {"syn": f"demo:{root}?split=synthetic", "val": f"demo:{root}?split=real_val"}
 
 
+# Bit-exact continuation holds for one thread count: every run here uses one thread.
+THREADS = ["--threads", "1"]
+
+
 def _train(world, out, steps, *extra):
-    return runner.invoke(app, ["--quiet", "train", "fastseg", "--preset", "tiny", "--data", f"train={world['syn']}",
+    return runner.invoke(app, ["--quiet", "train", "fastseg", *THREADS, "--preset", "tiny", "--data", f"train={world['syn']}",
                                "--size", "32x64", "--batch-size", "2", "--steps", str(steps), "--out", str(out),
                                "--set", "train.checkpoint_every=1", *extra])
 
@@ -47,12 +51,17 @@ def test_segmenter_trains_with_s2r_train_and_resumes_exactly(world, tmp_path):
             if state.step == 2:
                 raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        train_run("fastseg", tmp_path / "split", preset="tiny", sets=["train.checkpoint_every=1", "train.log_every=1"],
-                  options={"data.train": [world["syn"]], "data.size": [32, 64], "train.batch_size": 2,
-                           "train.steps": 4}, extra_observers=[Kill()], device=torch.device("cpu"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_run("fastseg", tmp_path / "split", preset="tiny", sets=["train.checkpoint_every=1", "train.log_every=1"],
+                      options={"data.train": [world["syn"]], "data.size": [32, 64], "train.batch_size": 2,
+                               "train.steps": 4}, extra_observers=[Kill()], device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(previous)
     assert load_checkpoint(tmp_path / "split")["step"] == 2
-    again = runner.invoke(app, ["--quiet", "train", "fastseg", "--out", str(tmp_path / "split"), "--resume"])
+    again = runner.invoke(app, ["--quiet", "train", "fastseg", *THREADS, "--out", str(tmp_path / "split"), "--resume"])
     assert again.exit_code == 0, again.output
 
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "split")

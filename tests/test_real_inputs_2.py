@@ -406,6 +406,7 @@ def test_train_and_translate_take_threads(monkeypatch, tmp_path):
 def test_warnings_and_notes_are_not_wrapped_at_80_columns(monkeypatch):
     buffer = stdio.StringIO()
     monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(console_module.settings, "quiet", False)  # an earlier --quiet invocation may have set it
     monkeypatch.setattr(console_module, "console", Console(file=buffer, highlight=False))
     message = "left out " + " ".join(f"city/frame_{i:04d}.png" for i in range(12)) + " (on_error=skip)"
     console_module.warn(message)
