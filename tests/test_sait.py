@@ -103,6 +103,14 @@ def test_loss_terms_are_named_and_weighted():
     assert set(g) == {"loss", "recon_x", "gan", "cyc_x", "cyc_z", "sce"}
     assert torch.allclose(g["loss"], sum(weights[k] * g[k] for k in weights))
     assert all(torch.isfinite(v) and v >= 0 for v in g.values())
+    # after the G phase, the D phase learns from the same translations without running the generator
+    batch, calls = _batch(), []
+    criterion = SAITLoss(net.G, net.D, net.M, weights)
+    criterion.g_terms(batch)
+    net.G.encode = net.G.decode = lambda *args, **kwargs: calls.append(args)  # any generator call is counted
+    criterion.d_terms(batch)
+    assert not calls
+    del net.G.encode, net.G.decode
     d = SAITLoss(net.G, net.D, net.M, {**weights, "gan": 2.0}).d_terms(_batch())
     assert set(d) == {"loss", "gan", "gan_a", "gan_b"} and torch.allclose(d["loss"], 2 * d["gan"])
     d["loss"].backward()
@@ -142,9 +150,9 @@ def test_sce_is_zero_when_the_predictions_agree_and_positive_otherwise():
 def test_each_switch_removes_or_changes_its_term():
     net = _net()
     calls = []
-    net.M.register_forward_hook(lambda *_: calls.append(1))
+    net.M.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))  # images segmented
     no_sce = SAITLoss(net.G, net.D, net.M, {**LOSS_WEIGHTS, "sce": 0.0}).g_terms(_batch())
-    assert "sce" not in no_sce and len(calls) == 4  # M still conditions SPADE: the inputs and the translations
+    assert "sce" not in no_sce and sum(calls) == 4  # M still conditions SPADE: the inputs and the translations
     calls.clear()
     plain = _net(spade=False)
     plain.M.register_forward_hook(lambda *_: calls.append(1))
@@ -192,7 +200,7 @@ def test_task_wires_ttur_poly_and_copies_the_segmenter(world):
     seg = load_checkpoint(world["seg"])
     assert task.model_kwargs["segmenter"] == "fastseg" and task.model_kwargs["segmenter_kwargs"] == seg["model_kwargs"]
     assert all(torch.equal(v, seg["state_dicts"]["S"][k]) for k, v in task.nets["M"].state_dict().items())
-    assert [p.name for p in task.phases] == ["D", "G"] and set(task.nets) == {"G", "D", "M"}
+    assert [p.name for p in task.phases] == ["G", "D"] and set(task.nets) == {"G", "D", "M"}
 
 
 class StopAt(Observer):

@@ -51,7 +51,8 @@ def semantic_consistency(logits_x: torch.Tensor, logits_fx: torch.Tensor) -> tor
 
 @dataclass
 class SAITTask(TrainTask):
-    """D then G each step; ``samples()`` shows what ``M`` sees before and after translation."""
+    """G then D each step (D learns from the translations the G phase made, so the generator runs
+    once a step); ``samples()`` shows what ``M`` sees before and after translation."""
 
     criterion: SAITLoss | None = None
 
@@ -92,7 +93,7 @@ class SAITTask(TrainTask):
 
 
 class SAITLoss:
-    """The SAIT objective (Eq. 1) as named terms; the task calls :meth:`d_terms` then :meth:`g_terms`.
+    """The SAIT objective (Eq. 1) as named terms; the task calls :meth:`g_terms` then :meth:`d_terms`.
 
     Each term is summed over both domains and reported unweighted; ``loss`` is the
     weighted total. A term whose weight is 0 is not computed (``sce=0``: ``M`` runs
@@ -110,33 +111,47 @@ class SAITLoss:
         phases see the same values)."""
         if "m_a" not in batch:
             with torch.no_grad():
-                batch["m_a"] = self.M(batch["a"]) if self.needs_m else None
-                batch["m_b"] = self.M(batch["b"]) if self.needs_m else None
+                batch["m_a"], batch["m_b"] = self.segment(batch["a"], batch["b"])
         return batch["m_a"], batch["m_b"]
 
+    def segment(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``M(x_a), M(x_b)`` in one forward pass (M is in eval mode: the batch does not change its output)."""
+        if not self.needs_m:
+            return None, None
+        m_a, m_b = self.M(torch.cat([x_a, x_b])).split([x_a.shape[0], x_b.shape[0]])
+        return m_a, m_b
+
+    def translations(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The discriminators' fakes ``x_ab``, ``x_ba``: those the G phase of this step made (no second
+        generator pass), else made here."""
+        if "fake_ab" not in batch:
+            G = self.G
+            m_a, m_b = self.conditions(batch)
+            with torch.no_grad():
+                batch["fake_ab"] = G.decode(G.encode(batch["a"], "a"), "b", m_a)
+                batch["fake_ba"] = G.decode(G.encode(batch["b"], "b"), "a", m_b)
+        return batch["fake_ab"], batch["fake_ba"]
+
     def d_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        G, D = self.G, self.D
+        D = self.D
         x_a, x_b = batch["a"], batch["b"]
-        m_a, m_b = self.conditions(batch)
-        with torch.no_grad():
-            x_ba = G.decode(G.encode(x_b, "b"), "a", m_b)
-            x_ab = G.decode(G.encode(x_a, "a"), "b", m_a)
+        x_ab, x_ba = self.translations(batch)
         adv_a = gan.d_loss(self.gan_mode, D["a"](x_a), D["a"](x_ba))
         adv_b = gan.d_loss(self.gan_mode, D["b"](x_b), D["b"](x_ab))
         gan_total = adv_a + adv_b
         return {"loss": self.w["gan"] * gan_total, "gan": gan_total, "gan_a": adv_a, "gan_b": adv_b}
 
     def g_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        G, D, M, w = self.G, self.D, self.M, self.w
+        G, D, w = self.G, self.D, self.w
         x_a, x_b = batch["a"], batch["b"]
         m_a, m_b = self.conditions(batch)
         h_a, h_b = G.encode(x_a, "a"), G.encode(x_b, "b")
         x_aa, x_bb = G.decode(h_a, "a", m_a), G.decode(h_b, "b", m_b)      # within-domain reconstruction
         x_ab, x_ba = G.decode(h_a, "b", m_a), G.decode(h_b, "a", m_b)      # translation, guided by M(source)
-        m_ab = M(x_ab) if self.needs_m else None                           # M of the translations: the SCE
-        m_ba = M(x_ba) if self.needs_m else None                           # targets and the cycle's condition
+        m_ab, m_ba = self.segment(x_ab, x_ba)   # M of the translations: the SCE targets and the cycle's condition
         h_ab, h_ba = G.encode(x_ab, "b"), G.encode(x_ba, "a")
         x_aba, x_bab = G.decode(h_ab, "a", m_ab), G.decode(h_ba, "b", m_ba)
+        batch["fake_ab"], batch["fake_ba"] = x_ab.detach(), x_ba.detach()  # the D phase's fakes
 
         terms = {
             "recon_x": F.l1_loss(x_aa, x_a) + F.l1_loss(x_bb, x_b),
@@ -177,7 +192,7 @@ def make_sait_task(model: SAIT, cfg: dict[str, Any], data: dict[str, Any], dist,
     return SAITTask(
         model_name=cfg["model"], model_kwargs=kwargs, model=model,
         nets={"G": model.G, "D": model.D, "M": model.M},
-        phases=[Phase("D", optimizer="D", nets=("D",)), Phase("G", optimizer="G", nets=("G",))],
+        phases=[Phase("G", optimizer="G", nets=("G",)), Phase("D", optimizer="D", nets=("D",))],
         optimizers=optimizers, schedulers=schedulers, data=make_pair_source(cfg, data, dist), ema={"G_ema": "G"},
         label_space=cfg.get("label_space"), monitor=None, criterion=criterion,
     )
