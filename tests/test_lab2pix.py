@@ -269,11 +269,27 @@ def test_phases_give_finite_terms_and_gradients(name, opts):
             assert grads and all(torch.isfinite(g).all() for g in grads), net_name
 
 
+def test_consistency_compares_adjacent_scales_by_norm_or_squared_distance():
+    norm, _ = make_task("lab2pix-v1", consistency_layers=["relu1_2"])
+    squared, _ = make_task("lab2pix-v1", consistency_layers=["relu1_2"], consistency_distance="squared")
+    x2 = torch.rand(1, 3, 16, 32) * 2 - 1
+    x1 = torch.nn.functional.avg_pool2d(x2, 2)  # exactly the pooled finer scale: consistent
+    features = [norm.criterion.vgg_features(x1, ["relu1_2"])]
+    assert norm.criterion.consistency_loss([x1, x2], features).item() == pytest.approx(0.0, abs=1e-5)
+    other = torch.rand(1, 3, 8, 16) * 2 - 1
+    features = [norm.criterion.vgg_features(other, ["relu1_2"])]
+    distance = norm.criterion.consistency_loss([other, x2], features).item()
+    assert distance > 0
+    assert squared.criterion.consistency_loss([other, x2], features).item() == pytest.approx(distance ** 2, rel=1e-4)
+
+
 def test_bad_options_are_user_errors():
     with pytest.raises(S2RError, match="unknown loss terms"):
         make_task("lab2pix-v1", loss={"perceptual": 1.0})
     with pytest.raises(S2RError, match="train.hpd must be true or false"):
         make_task("lab2pix-v1", hpd="no")
+    with pytest.raises(S2RError, match="consistency_distance must be norm or squared"):
+        make_task("lab2pix-v1", consistency_distance="l1")
     with pytest.raises(S2RError, match="fe_t must be >= 1"):
         make_task("lab2pix-v2", fe_t=0.5)
     with pytest.raises(S2RError, match="multiples of 32"):

@@ -113,6 +113,7 @@ class Lab2PixV1Train(Lab2PixTrain):
     cycle_seg: bool = True
     consistency_layers: list[str] = field(default_factory=lambda: ["relu1_2", "relu2_2", "relu3_2", "relu4_2",
                                                                    "relu5_2"])
+    consistency_distance: str = "norm"    # eq. 18 as printed, ||.||_2; "squared": the sum of squares (see the docs)
     # The cycle segmenters S_1..S_3 (ERFNet-like fastseg; the paper uses ICNet).
     seg_widths: list[int] = field(default_factory=lambda: [16, 64, 128])
     seg_encoder_blocks: list[int] = field(default_factory=lambda: [5, 8])
@@ -155,6 +156,8 @@ def train_options(train_cfg: Mapping[str, Any], config: type, default_loss: Mapp
             raise S2RError(f"train.{key} must be true or false, got {value!r}")
     if opts["gan"] not in GAN_KINDS:
         raise S2RError(f"unknown train.gan {opts['gan']!r}", hint="valid: " + ", ".join(GAN_KINDS))
+    if opts.get("consistency_distance", "norm") not in ("norm", "squared"):
+        raise S2RError(f"train.consistency_distance must be norm or squared, got {opts['consistency_distance']!r}")
     if not float(opts["fe_t"]) >= 1:
         raise S2RError(f"train.fe_t must be >= 1, got {opts['fe_t']!r}", hint="T is the foreground weight over the "
                                                                                 "background's (the paper: 2 for V1, 5 for V2)")
@@ -359,6 +362,7 @@ class Lab2PixV1Loss(Lab2PixLoss):
         self.S = S
         self.consistency = bool(opts["consistency"])
         self.consistency_layers = tuple(opts["consistency_layers"])
+        self.squared = opts["consistency_distance"] == "squared"
 
     def inputs(self, batch):
         return batch["a_label"], batch["b"]
@@ -368,13 +372,15 @@ class Lab2PixV1Loss(Lab2PixLoss):
         return self.model.G(labels, z)
 
     def consistency_loss(self, fakes: Sequence[torch.Tensor], features: Sequence[Mapping[str, torch.Tensor]]):
-        """``sum_i sum_l ||phi_l(P_2(X_{i+1})) - phi_l(X_i)||_2`` (eq. 18), averaged over the batch."""
+        """``sum_i sum_l ||phi_l(P_2(X_{i+1})) - phi_l(X_i)||_2`` (eq. 18), averaged over the batch
+        (its square, summed over the feature map, with ``consistency_distance="squared"``)."""
         total = fakes[0].new_zeros(())
         for i in range(len(fakes) - 1):
             pooled = self.vgg_features(F.avg_pool2d(fakes[i + 1], 2), self.consistency_layers)
             for name in self.consistency_layers:
                 diff = (pooled[name] - features[i][name]).flatten(1)
-                total = total + torch.linalg.vector_norm(diff, dim=1).mean()
+                distance = diff.pow(2).sum(dim=1) if self.squared else torch.linalg.vector_norm(diff, dim=1)
+                total = total + distance.mean()
         return total
 
     def cycle_segmentation(self, fakes: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
