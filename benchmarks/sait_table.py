@@ -35,12 +35,11 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from _stats import fmt  # benchmarks/ is on sys.path when a script here runs
+from demo_table import Runner as DemoRunner
 
 VARIANTS = {  # row -> --set overrides of `s2r train sait`
     "unit": ["model_kwargs.spade=false", "train.loss.sce=0"],
@@ -52,29 +51,19 @@ ROWS = [("raw", "raw synthetic"), ("unit", "UNIT (sait: spade=false, sce=0)"), (
         ("oracle", "real with labels (oracle)")]
 
 
-class Runner:
-    """Runs ``s2r`` subcommands, logging each to OUT/logs/NAME.log and timing it."""
+class Runner(DemoRunner):
+    """demo_table's runner (each stage logged to OUT/logs/NAME.log and timed), quiet, and keeping each
+    stage's seconds in OUT/logs/NAME.seconds, so repeated or parallel invocations add up."""
 
     def __init__(self, out: Path, device: str):
-        self.logs = out / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.device = device
-        self.timings: dict[str, float] = {}
-        for record in self.logs.glob("*.seconds"):  # stages of earlier (or parallel) invocations
+        super().__init__(out, device)
+        for record in self.logs.glob("*.seconds"):
             self.timings[record.stem] = float(record.read_text())
 
     def __call__(self, name: str, *args: str) -> str:
-        cmd = [sys.executable, "-m", "s2rcli", "--device", self.device, "-q", *args]
-        print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        self.timings[name] = round(time.perf_counter() - t0, 1)
+        text = super().__call__(name, "-q", *args)
         (self.logs / f"{name}.seconds").write_text(f"{self.timings[name]}\n")
-        (self.logs / f"{name}.log").write_text(f"$ {' '.join(cmd)}\n\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise SystemExit(f"{name} failed (exit {proc.returncode}): {' | '.join(tail)}\nlog: {self.logs / (name + '.log')}")
-        return proc.stdout
+        return text
 
 
 def run_table(args, out: Path, run: Runner) -> dict:
