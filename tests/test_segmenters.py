@@ -189,3 +189,16 @@ def test_symmetric_cross_entropy():
     assert same == pytest.approx(2 * -(pa * pa.log()).sum(1).mean().item(), rel=1e-5)
     with pytest.raises(ValueError):
         symmetric_cross_entropy(a, b[:, :3])
+
+
+def test_iterating_segmentation_data_leaves_the_global_rng_alone():
+    """Starting the loader must not draw from torch's global RNG, or a resumed run sees other dropout."""
+    from s2rcli.data.seg_source import SegmentationData
+    from toy_task import MemoryDataset
+
+    data = SegmentationData([MemoryDataset(4, (32, 48))], size=(32, 48), batch_size=2, seed=3)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    next(iter(data))
+    assert torch.equal(torch.rand(3), expected)

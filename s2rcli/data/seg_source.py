@@ -145,6 +145,9 @@ class SegmentationData(DataSource):
             batch_sampler=_BatchPositions(self.batch_size, self.position, self.rank, self.world_size),
             num_workers=self.workers,
             persistent_workers=False,
+            # its own generator: without one, creating the loader draws a seed from torch's global RNG,
+            # and a resumed run would then see other dropout and noise than an uninterrupted one
+            generator=torch.Generator().manual_seed(self.positions.seed),
         )
         for batch in loader:
             self.position += 1
