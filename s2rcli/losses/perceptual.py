@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.vgg import cfgs, make_layers
 
 from .. import pretrained
 
@@ -36,8 +37,6 @@ class VGGFeatures(nn.Module):
     def __init__(self, arch: str = "vgg19", layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"),
                  weights: str | None = None):
         super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
-
         if arch not in _VGG_BLOCKS:
             raise ValueError(f"arch must be vgg16 or vgg19, got {arch!r}")
         names = vgg_relu_names(arch)

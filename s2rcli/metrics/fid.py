@@ -48,6 +48,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..console import track, warn
+from ..data.datasets import Dataset, Sample, list_files, open_dataset
+from ..data.labels import get_label_space
 from ..errors import S2RError
 from ..pretrained import resolve_weights, safe_load_weights, weights_only_loads
 from ..utils import sizes
@@ -68,6 +70,10 @@ MIN_IMAGES = 2
 
 
 # --- the offline fallback extractor ------------------------------------------------
+
+
+# torch-fidelity is imported inside the functions that use it: importing it takes about 3 s (it pulls
+# in scipy and its extractors), which every other s2r command, `--help` included, would otherwise pay.
 
 
 def _random_features_class():
@@ -127,7 +133,10 @@ def _random_features_class():
 
 
 def _register_builtin_extractors() -> None:
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+    from torch_fidelity.registry import (
+        FEATURE_EXTRACTORS_REGISTRY,
+        register_feature_extractor,
+    )
 
     if RANDOM_FEATURES not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(RANDOM_FEATURES, _random_features_class())
@@ -228,8 +237,6 @@ def open_image_set(spec: str):
     adapter; a folder whose images sit only in subfolders (Cityscapes ``leftImg8bit/val/<city>/``)
     is searched recursively, and each image is named by its path relative to the folder.
     """
-    from ..data.datasets import open_dataset
-
     root = _folder_path(spec)
     if root is None:
         raise S2RError(f"{spec} is not a folder", hint="pass a folder of images")
@@ -241,17 +248,12 @@ def open_image_set(spec: str):
 
 
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
-    from ..data.datasets import list_files
-
     return list_files(folder, recursive=recursive)
 
 
 def _nested_image_set(root: Path):
     """All images under ``root`` at any depth (hidden files and a top-level ``labels/`` left out),
     named by their relative path without suffix (``frankfurt/frankfurt_000000_000294_leftImg8bit``)."""
-    from ..data.datasets import Dataset, Sample
-    from ..data.labels import get_label_space
-
     labels = root / "labels"
     paths = [p for p in _image_files(root, recursive=True) if labels not in p.parents]
     if not paths:
@@ -268,8 +270,6 @@ def open_images(spec: str):
     """Images to measure: a folder (labels ignored) or any dataset spec."""
     if _folder_path(spec) is not None:
         return open_image_set(spec)
-    from ..data.datasets import open_dataset
-
     dataset = open_dataset(spec)
     if any(s.image is None for s in dataset.samples):
         raise S2RError(f"{spec} has samples without images", hint="FID needs images")
@@ -380,7 +380,11 @@ def compute_features(
 
 def fid_from_features(features_1: np.ndarray, features_2: np.ndarray) -> float:
     """torch-fidelity's Frechet distance between the Gaussian fits of two feature sets."""
-    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_fid import (
+        KEY_METRIC_FID,
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
+    )
 
     if len(features_1) < 2 or len(features_2) < 2:
         raise S2RError("FID needs at least 2 images on each side")
@@ -404,7 +408,11 @@ def kid_from_features(
     subset of a set is the whole set, and ``kid_std`` is ``None`` (shown as n/a), not a
     misleading 0.
     """
-    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+    from torch_fidelity.metric_kid import (
+        KEY_METRIC_KID_MEAN,
+        KEY_METRIC_KID_STD,
+        kid_features_to_metric,
+    )
 
     subset_size = min(int(subset_size), len(features_1), len(features_2))
     if subset_size < 2:

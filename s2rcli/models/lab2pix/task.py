@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.utils import make_grid
 
 from ...console import warn
 from ...data.labels import colorize, get_label_space
@@ -481,8 +482,6 @@ class Lab2PixTask(TrainTask):
 def sample_grid(model: Lab2Pix, labels: torch.Tensor, reference: torch.Tensor | None = None, *, draws: int = 2,
                 G: nn.Module | None = None) -> torch.Tensor:
     """An image grid ``3 x H' x W'`` in [0, 1]; noise seeds ``0..draws-1``, the generator in eval mode."""
-    from torchvision.utils import make_grid
-
     G = G if G is not None else model.G
     device = G.fc.weight.device
     labels = labels.to(device)

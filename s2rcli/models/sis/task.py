@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torchvision.utils import make_grid
 
 from ...console import warn
 from ...data.labels import colorize
@@ -236,8 +237,6 @@ def sample_grid(model: SIS, labels: torch.Tensor, synthetic: torch.Tensor | None
                 G: nn.Module | None = None) -> torch.Tensor:
     """An image grid ``3 x H' x W'`` in [0, 1]: per label map, its colours, the synthetic
     image (when given) and ``draws`` generated images with noise seeds ``0..draws-1``."""
-    from torchvision.utils import make_grid
-
     G = G if G is not None else model.G
     device = next(G.parameters()).device
     labels = labels.to(device)
