@@ -5,8 +5,8 @@ Cityscapes labelIds) or to ``cityscapes19`` trainIds (the others); :class:`RawTa
 with the conversion into whatever label space is requested. Raw values the table does not list but
 knows (``known``) map to 255; values it does not know at all are reported as unknown.
 
-Sources: DATASETS.md in the project notes (the datasets' own documentation and the public loaders it
-cites). Where a mapping was derived rather than published (CARLA), that is said next to it.
+Sources: the datasets' own documentation and public loaders (docs/data.md lists each layout). Where a
+mapping was derived rather than published (CARLA, Mapillary v2.0), that is said next to it.
 """
 
 from __future__ import annotations
