@@ -440,7 +440,7 @@ def _pct(value: float | None) -> str:
 
 
 def scores_table(scores: dict[str, Any], title: str):
-    """A rich table: the summary metrics, then per-class IoU (%), paper 001 Tables 1-3 style."""
+    """A rich table: the summary metrics, then per-class IoU (%), in the style of Tables 1-3 of the UNIT + smart batch paper."""
     table = Table(title=title)
     table.add_column("class / metric")
     table.add_column("IoU %", justify="right")

@@ -335,7 +335,7 @@ ROWS = [
     {"name": "sis", "kind": "translation", "input": "label", "presets": ["paper", "tiny"],
      "parameters": {"paper": 95.58e6, "tiny": 1.2e6},
      "description": "Pragmatic synthetic-to-real semantic image synthesis: labels + noise -> realistic image "
-                    "(paper 000)."},
+                    "(Pragmatic SIS)."},
 ]
 
 

@@ -16,7 +16,7 @@ def fid(
     a: str = typer.Argument(..., metavar="A", help="The image set under test: a folder of images (subfolders are "
                             "searched, e.g. leftImg8bit/val/<city>/) or a dataset spec."),
     b: Optional[str] = typer.Argument(None, metavar="B", help="A reference set (folder or spec, like A)."),
-    real: Optional[str] = typer.Option(None, "--real", metavar="SPEC", help="Real reference set, reported as 'real' (paper 001, Table 4)."),
+    real: Optional[str] = typer.Option(None, "--real", metavar="SPEC", help="Real reference set, reported as 'real' (UNIT + smart batch, Table 4)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", metavar="SPEC", help="Synthetic reference set, reported as 'synthetic'."),
     also: list[str] = typer.Option([], "--also", metavar="SPEC", help="Further reference sets (repeatable)."),
     kid: bool = typer.Option(False, "--kid", help="Also compute KID (mean and std over 100 subsets of up to 1000 "

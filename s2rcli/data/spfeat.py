@@ -1,4 +1,4 @@
-"""Spatial Pyramid Features (SP-Feat, paper 001 §3.2.2): per-slice class histograms of a label map.
+"""Spatial Pyramid Features (SP-Feat, the UNIT + smart batch paper §3.2.2): per-slice class histograms of a label map.
 
 For every pyramid level ``l`` the label map is cut into ``l x l`` non-overlapping
 slices. Slice boundaries are integer and exact: along an axis of ``n`` pixels,

@@ -449,7 +449,7 @@ def compare(
     Args:
         inputs: the set under test (folder or dataset spec).
         references: ``(label, spec)`` pairs, e.g. ``[("real", "demo:w?split=real"),
-            ("synthetic", "demo:w?split=synthetic")]`` (paper 001, Table 4).
+            ("synthetic", "demo:w?split=synthetic")]`` (UNIT + smart batch, Table 4).
         extractor: a resolved feature extractor; by default
             ``resolve_extractor(inception_weights)``, after the inputs are checked,
             so a wrong path is reported before any weights are looked for.

@@ -327,5 +327,5 @@ PRESETS = {
 
 @register_model("sis", kind="translation", input_kind="label", presets=PRESETS, config=SISConfig, task=make_sis_task)
 def sis(**kwargs: Any) -> SIS:
-    """Pragmatic synthetic-to-real semantic image synthesis: labels + noise -> realistic image (paper 000)."""
+    """Pragmatic synthetic-to-real semantic image synthesis: labels + noise -> realistic image (Pragmatic SIS)."""
     return SIS(**kwargs)
