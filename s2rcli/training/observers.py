@@ -25,7 +25,7 @@ class CheckpointObserver(Observer):
         self.folder = Path(run_dir) / "checkpoints"
         self.every = max(1, int(every))
         self.monitor = monitor
-        self._sum = 0.0
+        self._sum: torch.Tensor | float = 0.0  # a tensor on the training device: read (a host sync) only when saving
         self._count = 0
         self.best = math.inf
         self.saved_steps: list[int] = []
@@ -36,7 +36,8 @@ class CheckpointObserver(Observer):
 
     def on_step_end(self, state: TrainState, terms: dict[str, torch.Tensor]) -> None:
         if self.monitor and self.monitor in terms:
-            self._sum += float(terms[self.monitor])
+            value = terms[self.monitor]
+            self._sum = self._sum + (value.detach() if torch.is_tensor(value) else float(value))
             self._count += 1
         if state.step % self.every == 0:
             self._save(state)
@@ -54,7 +55,7 @@ class CheckpointObserver(Observer):
         save_checkpoint(ckpt, self.latest, overwrite=True)
         self.saved_steps.append(state.step)
         if self._count:
-            mean = self._sum / self._count
+            mean = float(self._sum) / self._count
             self._sum, self._count = 0.0, 0
             if mean < self.best:
                 self.best = mean

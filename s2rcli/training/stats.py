@@ -95,7 +95,11 @@ def atomic_write_json_lines(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 class MetricsObserver(Observer):
-    """Averages the loop's named terms over ``every`` steps and appends them."""
+    """Averages the loop's named terms over ``every`` steps and appends them.
+
+    The terms are summed as tensors on the training device; they are read (one host sync) only when
+    a record is written, every ``every`` steps.
+    """
 
     def __init__(self, run_dir: Path, every: int = 10):
         self.log = MetricsLog(Path(run_dir) / "metrics.jsonl")
@@ -119,10 +123,12 @@ class MetricsObserver(Observer):
     def flush(self, state: TrainState) -> None:
         if not self._count:
             return
+        # The one host sync of the interval: the terms stay tensors on the device until here. Read them
+        # before the clock, so the time covers the device work of these steps, not only their launch.
+        values = {key: float(value) / self._count for key, value in self._sums.items()}
         elapsed = time.perf_counter() - self._t0
         record: dict[str, Any] = {"step": state.step, "sec_per_step": elapsed / self._count}
-        for key, value in self._sums.items():
-            v = float(value) / self._count
+        for key, v in values.items():
             record[key] = v if math.isfinite(v) else str(v)
         if state.dist.is_main:
             self.log.append(record)
