@@ -11,13 +11,18 @@ random scale-crop and horizontal flip, and stacks them into batches::
 Every random choice is a pure function of ``(seed, draw index)``, never of a
 global RNG, so a resumed run sees exactly the batches the uninterrupted run
 would have seen, with or without worker processes.
+
+Loading never has to stall a step: each file is decoded once and kept (a
+:class:`DecodedCache` within ``cache_mb``), and with ``workers > 0`` a
+DataLoader prepares ``prefetch`` batches per worker ahead of the loop, in
+pinned memory when a GPU is present. None of this changes a batch's content.
 """
 
 from __future__ import annotations
 
 import filecmp
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +33,59 @@ from . import io
 from .sampler import make_pair_sampler as _sampler
 from .source import DataSource
 from .torchdata import SkipUnreadable
+
+
+class DecodedCache:
+    """Decoded images (and labels) kept in memory up to ``budget_bytes``: each file is decoded once.
+
+    It fills until the budget is reached and then keeps what it holds (no eviction): memory stays
+    flat, and with random access an LRU would hit no more often. Cached arrays are read-only, so no
+    consumer can change them; a failed read is not cached.
+    """
+
+    def __init__(self, budget_bytes: float):
+        self.budget = max(0, int(budget_bytes))
+        self.used = 0
+        self.hits = self.misses = 0
+        self._items: dict[Any, Any] = {}
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        item = self._items.get(key)
+        if item is not None:
+            self.hits += 1
+            return item
+        self.misses += 1
+        item = load()
+        if self.budget:
+            parts = item if isinstance(item, tuple) else (item,)
+            size = sum(a.nbytes for a in parts if isinstance(a, np.ndarray))
+            if self.used + size <= self.budget:
+                frozen = tuple(_read_only(a) for a in parts)
+                item = frozen if isinstance(item, tuple) else frozen[0]
+                self._items[key] = item
+                self.used += size
+        return item
+
+    def reader(self, tag: str, read: Callable[[int], Any]) -> Callable[[int], Any]:
+        """``read`` through the cache, keyed by ``(tag, index)`` (picklable, for spawned workers)."""
+        return _CachedReader(self, tag, read)
+
+
+class _CachedReader:
+    def __init__(self, cache: DecodedCache, tag: str, read: Callable[[int], Any]):
+        self.cache, self.tag, self.read = cache, tag, read
+
+    def __call__(self, i: int) -> Any:
+        return self.cache.get((self.tag, int(i)), lambda: self.read(i))
+
+
+def _read_only(value: Any) -> Any:
+    """A read-only view of an array (the caller's own array keeps its flags); other values as they are."""
+    if not isinstance(value, np.ndarray):
+        return value
+    view = value.view()
+    view.flags.writeable = False
+    return view
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -75,6 +133,8 @@ class PairDataSource(DataSource):
         seed: seeds the augmentations, together with each pair's draw index.
         labels: also return the synthetic labels (label-to-image models).
         workers: DataLoader worker processes (0 = load in the training process).
+        cache_mb: decoded images kept in memory (:class:`DecodedCache`), split evenly across workers.
+        prefetch: batches each worker prepares ahead.
 
     A dataset opened with ``on_error=skip`` has its unreadable files left out as they are met
     (each reported); the next readable sample stands in (:class:`~s2rcli.data.torchdata.SkipUnreadable`),
@@ -82,17 +142,26 @@ class PairDataSource(DataSource):
     """
 
     def __init__(self, synthetic, real, sampler, *, batch_size: int, size: Sequence[int], seed: int = 0,
-                 labels: bool = False, workers: int = 0, scale_jitter: float = 0.125, flip: bool = True):
+                 labels: bool = False, workers: int = 0, scale_jitter: float = 0.125, flip: bool = True,
+                 cache_mb: float = 0, prefetch: int = 2):
         self.synthetic, self.real, self.sampler = synthetic, real, sampler
         self.batch_size, self.size, self.seed = int(batch_size), (int(size[0]), int(size[1])), int(seed)
         self.labels, self.workers = labels, int(workers)
         self.scale_jitter, self.flip = float(scale_jitter), flip
+        self.prefetch = max(1, int(prefetch))
         self.consumed = int(sampler.position)  # draws handed to the loop (workers may have pre-fetched more)
         self._read_synthetic = SkipUnreadable(synthetic, "synthetic")
         self._read_real = SkipUnreadable(real, "real")
+        # Each worker process holds its own copy of the cache, so the budget is shared out among them.
+        self.cache = DecodedCache(float(cache_mb) * 2**20 / max(1, self.workers))
+        self._cached_synthetic = self.cache.reader("synthetic", self._synthetic_uncached)
+        self._cached_real = self.cache.reader("real", real.read_image)
+
+    def _synthetic_uncached(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.synthetic.read_image(i), (self.synthetic.read_label(i) if self.labels else None)
 
     def _synthetic(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.synthetic.read_image(i), (self.synthetic.read_label(i) if self.labels else None)
+        return self._cached_synthetic(i)
 
     # --- items -------------------------------------------------------------------------------------
 
@@ -101,7 +170,7 @@ class PairDataSource(DataSource):
         rng_a = np.random.default_rng([self.seed, int(k), 0])
         rng_b = np.random.default_rng([self.seed, int(k), 1])
         si, (image, label) = self._read_synthetic.read(si, self._synthetic)
-        ri, real = self._read_real.read(ri, self.real.read_image)
+        ri, real = self._read_real.read(ri, self._cached_real)
         a, a_label = scale_crop_flip(image, label, self.size, rng_a, scale_jitter=self.scale_jitter, flip=self.flip)
         b, _ = scale_crop_flip(real, None, self.size, rng_b, scale_jitter=self.scale_jitter, flip=self.flip)
         item = {"a": _to_tensor(a), "b": _to_tensor(b), "index": torch.tensor([si, ri]), "draw": torch.tensor(k)}
@@ -131,7 +200,11 @@ class PairDataSource(DataSource):
             return
         loader = torch.utils.data.DataLoader(
             _PlanItems(self), batch_sampler=_PlanIterable(self), num_workers=self.workers,
-            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+            persistent_workers=False, pin_memory=torch.cuda.is_available(), prefetch_factor=self.prefetch,
+            # Its own generator: the workers' seeds are drawn from it, not from the global RNG, so
+            # starting the workers leaves the training's random stream (noise, dropout) as it is:
+            # the same losses as with 0 workers, and an exact resume.
+            generator=torch.Generator().manual_seed(self.seed),
         )
         for batch in loader:  # the DataLoader keeps batch order, whatever the worker timing
             self.consumed += batch["a"].shape[0]
@@ -203,6 +276,7 @@ def make_pair_source(cfg: dict[str, Any], data: dict[str, Any], dist, *, labels:
         data["synthetic"], data["real"], sampler, batch_size=int(train["batch_size"]), size=data_cfg["size"],
         seed=int(cfg.get("seed", 0)), labels=labels, workers=int(train.get("workers", 0)),
         scale_jitter=float(data_cfg.get("scale_jitter", 0.125)), flip=bool(data_cfg.get("flip", True)),
+        cache_mb=float(train.get("cache_mb", 1024)), prefetch=int(train.get("prefetch", 2)),
     )
 
 
