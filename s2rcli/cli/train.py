@@ -43,6 +43,12 @@ def train(
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches accumulated per update."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
     threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help=THREADS_HELP),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step "
+                                            "(off by default; minutes of compiling first; eager if it fails)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
+                                                 "format (default: on CUDA, and on CPU in fp32)."),
+    cpu_bf16: Optional[bool] = typer.Option(None, "--cpu-bf16/--no-cpu-bf16", help="bf16 autocast on CPU (default: "
+                                            "on where the CPU has native bf16, e.g. AVX512-BF16)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that already holds a run."),
 ) -> None:
     """Train a registered model: a translator on synthetic and real data, or a segmenter on labelled sets.
@@ -60,6 +66,7 @@ def train(
         "data.pairs": pairs, "data.size": parse_size(size) if size else None, "seed": seed,
         "train.steps": steps, "train.batch_size": batch_size, "train.amp": amp, "train.accumulate": accumulate,
         "train.workers": workers, "train.vgg_weights": vgg_weights, "train.segmenter": segmenter,
+        "train.compile": compile_, "train.channels_last": channels_last, "train.cpu_bf16": cpu_bf16,
     }
     for item in data or ():
         role, _, specs = item.partition("=")

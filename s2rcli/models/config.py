@@ -38,7 +38,15 @@ class TrainConfig:
     sample_every: int = 500
     log_every: int = 10
     samples: int = 4                  # images per domain in the sample grids
-    channels_last: bool = False       # NHWC memory format (CUDA convs are often faster)
+    # The fast path (training/loop.py: FastPath; docs/performance.md). null: decided by the device when
+    # the run starts, and recorded in config.json.
+    channels_last: bool | None = None  # NHWC memory format; null: on CUDA, and on CPU when training in fp32
+    cpu_bf16: bool | None = None      # bf16 autocast on CPU; null: where the CPU has native bf16 (AVX512-BF16, AMX)
+    optimizer_impl: str | None = None  # foreach, fused or for-loop optimiser kernels; null: foreach on CPU, fused on CUDA
+    compile: bool = False             # torch.compile each phase's loss (forward and backward)
+    compile_mode: str = "default"     # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, ...
+    cache_mb: float = 1024            # decoded images the data source keeps in memory (MB, split across workers; 0: none)
+    prefetch: int = 2                 # batches each data worker loads ahead (with workers > 0)
     loss: dict[str, float] = field(default_factory=dict)  # term -> weight; each model sets its defaults
     size: list[int] | None = None     # the default training size [H, W] (becomes data.size)
     label_space: str = "cityscapes19"  # the label space a run trains in (becomes the top-level label_space)

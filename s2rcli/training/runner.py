@@ -34,7 +34,7 @@ from ..data.sampler import check_pairs_file
 from ..models import create_model, get_model_entry, list_models
 from .config import config_differences, resolve_config
 from .distributed import barrier, cleanup, init_distributed
-from .loop import Observer, TrainState, seed_everything, train
+from .loop import COMPILE_MODES, OPTIMIZER_IMPLS, FastPath, Observer, TrainState, seed_everything, train
 from .observers import CheckpointObserver, LossPlotObserver, SampleObserver
 from .progress import ProgressObserver
 from .stats import MetricsObserver, write_config
@@ -44,7 +44,7 @@ RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "confi
 
 # Keys that may change on --resume without breaking the exact continuation.
 RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.workers",
-                     "train.samples"}
+                     "train.samples", "train.cache_mb", "train.prefetch"}
 # Keys that may change with a warning (data that moved); every other change is refused, because
 # the restored optimiser and scheduler states would silently override it.
 MOVABLE = {"data.synthetic", "data.real", "data.pairs", "data.train", "data.source"}
@@ -145,8 +145,11 @@ def run_training(
     """
     dist = dist or DistInfo()
     train_cfg = cfg["train"]
+    check_fast_path(train_cfg)
+    fast = FastPath.resolve(train_cfg, device)
     if train_cfg.get("amp") and device.type != "cuda":
-        info(f"note: --amp {train_cfg['amp']} applies to CUDA only; training on {device.type} in fp32")
+        precision = "bf16 autocast (train.cpu_bf16)" if fast.cpu_bf16 else "fp32"
+        info(f"note: --amp {train_cfg['amp']} applies to CUDA only; training on {device.type} in {precision}")
     data = data if data is not None else open_training_data(cfg)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed training sizes: let cuDNN pick the fastest kernels
@@ -154,16 +157,56 @@ def run_training(
     entry = get_model_entry(cfg["model"])
     model = create_model(cfg["model"], **cfg["model_kwargs"])
     task = entry.make_task(model, cfg, data, dist, device)
-    if train_cfg.get("channels_last"):
-        for net in task.nets.values():
-            net.to(memory_format=torch.channels_last)
     if observers is None:
         observers = make_observers(cfg, run_dir, task, quiet=settings.quiet or not dist.is_main)
     return train(
         task, steps=int(train_cfg["steps"]), device=device, config=cfg, run_dir=Path(run_dir), seed=int(cfg["seed"]),
         accumulate=int(train_cfg["accumulate"]), amp=train_cfg.get("amp"), ema_decay=float(train_cfg["ema_decay"]),
-        resume=resume, observers=[*observers, *extra_observers], dist=dist,
+        resume=resume, observers=[*observers, *extra_observers], dist=dist, fast=fast,
     )
+
+
+# --- the fast path --------------------------------------------------------------------------------
+
+FAST_PATH_KEYS = ("channels_last", "cpu_bf16", "optimizer_impl")  # None in a config: decided by the device
+
+
+def check_fast_path(train_cfg: Mapping[str, Any]) -> None:
+    """One-line errors for fast-path settings of the wrong kind (``--set train.compile=yes``)."""
+    for key in ("channels_last", "cpu_bf16", "compile"):
+        value = train_cfg.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise S2RError(f"train.{key} must be true, false{' or null (automatic)' if key != 'compile' else ''}, "
+                           f"got {value!r}")
+    impl = train_cfg.get("optimizer_impl")
+    if impl is not None and impl not in OPTIMIZER_IMPLS:
+        raise S2RError(f"train.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} or null (automatic), "
+                       f"got {impl!r}")
+    mode = train_cfg.get("compile_mode")
+    if mode is not None and mode not in COMPILE_MODES:
+        raise S2RError(f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    for key in ("cache_mb", "prefetch"):
+        value = train_cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                                  or (key == "prefetch" and (not isinstance(value, int) or value < 1))):
+            raise S2RError(f"train.{key} must be a {'positive integer' if key == 'prefetch' else 'number >= 0'}, "
+                           f"got {value!r}")
+
+
+def resolve_fast_path(cfg: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Fill the automatic (``null``) fast-path settings of a new run for ``device``, so ``config.json``
+    records what the run does and a resume on another machine does the same."""
+    train_cfg = cfg["train"]
+    check_fast_path(train_cfg)
+    if not any(key in train_cfg and train_cfg[key] is None for key in FAST_PATH_KEYS):
+        return cfg
+    fast = FastPath.resolve(train_cfg, device)
+    resolved = {"channels_last": fast.channels_last, "cpu_bf16": fast.cpu_bf16, "optimizer_impl": fast.optimizer}
+    out = {**cfg, "train": dict(train_cfg)}
+    for key in FAST_PATH_KEYS:
+        if key in train_cfg and train_cfg[key] is None:
+            out["train"][key] = resolved[key]
+    return out
 
 
 # --- training sizes -------------------------------------------------------------------------------
@@ -404,6 +447,8 @@ def train_run(
     dist = init_distributed(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
+    if ckpt is None:
+        cfg = resolve_fast_path(cfg, device)  # what "automatic" means on this machine, recorded in config.json
     try:
         if dist.is_main:
             if overwrite:
@@ -413,7 +458,8 @@ def train_run(
         where = f"{dist.world_size} processes" if dist.enabled else device.type
         if dist.is_main:
             start = f"resuming {model} at step {ckpt['step']}" if ckpt else f"training {model} ({cfg['preset']} preset)"
-            info(f"{start} on {where}; run folder {run_dir}")
+            fast = FastPath.resolve(cfg["train"], device)
+            info(f"{start} on {where} ({fast.describe()}); run folder {run_dir}")
             if cfg["preset"] == "paper" and device.type == "cpu":
                 warn("the paper preset on a CPU takes tens of seconds a step; --preset tiny is the CPU setting")
         state = run_training(cfg, run_dir, device=device, resume=ckpt, data=data, dist=dist,
