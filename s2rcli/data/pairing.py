@@ -4,9 +4,9 @@ Real images are the queries; synthetic images are the candidates.
 
 The rule, precisely:
 
-1. **Candidates.** scikit-learn's ``NearestNeighbors`` (brute force,
-   Euclidean distance on the concatenated SP-Feat vectors; the levels are not
-   re-weighted) ranks the synthetic images by distance to each real image.
+1. **Candidates.** The synthetic images are ranked by Euclidean distance to
+   each real image (exact, on the concatenated SP-Feat vectors; the levels
+   are not re-weighted; equal distances by synthetic index). See *Speed* below.
 2. **Quota.** A synthetic image may be listed by at most ``max_uses`` real
    images. By default ``max_uses = max(1, ceil(overuse * n_real * K / n_synthetic))``
    with ``overuse = 2``: twice the uses every synthetic image would get if the
@@ -29,6 +29,22 @@ The rule, precisely:
    ``probs[i] = w[neighbors[i]] / sum(w[neighbors[i]])``.
 
 Coverage is the share of synthetic images with ``count > 0``.
+
+**Speed and memory** (``benchmarks/bench_spfeat.py --scale``; figures in
+``docs/performance.md``). The ranking never forms the real x synthetic distance matrix:
+real images are ranked in chunks of similar ones (:data:`QUERY_BUDGET` bytes of scores at
+a time), so memory does not grow with the number of real images. Each chunk is scored
+against a :data:`PROJECTION_DIMS`-dimensional PCA projection of the synthetic vectors,
+whose distances are a lower bound of the true ones (an orthonormal projection never
+lengthens a vector; its float32 rounding is bounded and allowed for): a first set of
+candidates gives an upper bound of each row's ``m``-th true distance, and every synthetic
+image whose bound lies below it is then measured in float64, so the ``m`` nearest are
+exact, not approximate. Deep searches (``m`` of at least ``n_synthetic / 64``) measure
+every column with one matrix product instead, and keep only the edges to images still
+below the quota. The greedy fill is vectorised: edges whose real and synthetic image
+cannot reach their limits within a block of edges are taken at once, only the contested
+ones one by one, with the same outcome as the edge-by-edge rule. The manhattan and cosine
+metrics rank with scikit-learn's brute force.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import io
 from ..errors import S2RError
@@ -84,17 +101,306 @@ def default_max_uses(n_real: int, n_synthetic: int, k: int, overuse: float = DEF
     return max(1, math.ceil(overuse * n_real * k / n_synthetic - 1e-9))
 
 
-def _fit_neighbors(synthetic: np.ndarray, metric: str):
-    from sklearn.neighbors import NearestNeighbors
-
-    if metric not in METRICS:
-        raise S2RError(f"unknown metric {metric!r}", hint="choose one of " + ", ".join(METRICS))
-    return NearestNeighbors(algorithm="brute", metric=metric).fit(np.asarray(synthetic, np.float32))
+PROJECTION_DIMS = 64  # the PCA projection that bounds distances from below (speed only: results are exact)
+QUERY_BUDGET = 64 * 2**20  # bytes of (real chunk x synthetic) scores held at a time
+EXACT_BUDGET = 32 * 2**20  # bytes of gathered synthetic rows per exact-distance batch
+DENSE_DEPTH = 64  # queries of at least n_synthetic / DENSE_DEPTH neighbours measure every column
 
 
-def _query(nn, real: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    distances, indices = nn.kneighbors(np.asarray(real, np.float32), n_neighbors=m)
-    return distances.astype(np.float32), indices.astype(np.int64)
+class NearestSynthetic:
+    """Exact nearest synthetic rows of real rows, ranked by (distance, synthetic index).
+
+    ``query(real, m)`` returns ``(distances float32 n x m, indices int64 n x m)``. Euclidean
+    distances are computed in float64 from the float32 vectors (differences, or the dot-product
+    formula where every column is measured). See the module docstring.
+    """
+
+    def __init__(self, synthetic: np.ndarray, metric: str = "euclidean", dims: int = PROJECTION_DIMS):
+        if metric not in METRICS:
+            raise S2RError(f"unknown metric {metric!r}", hint="choose one of " + ", ".join(METRICS))
+        self.metric = metric
+        self.synthetic = np.ascontiguousarray(synthetic, np.float32)
+        self.n, d = self.synthetic.shape
+        if metric != "euclidean":
+            from sklearn.neighbors import NearestNeighbors  # only the manhattan and cosine metrics need it
+
+            self._sk = NearestNeighbors(algorithm="brute", metric=metric).fit(self.synthetic)
+            return
+        self.dims = int(dims)
+        self.projected = None  # built on first use (_prepare_projection)
+
+    def _prepare_projection(self) -> None:
+        """An orthonormal projection onto the main directions of the synthetic vectors (PCA of an
+        evenly spaced sample); with no fewer dimensions than the vectors, the identity. Projections
+        are computed in float64 and only then rounded, so the rounding is bounded (``_unit``)."""
+        d = self.synthetic.shape[1]
+        self.mean = self.synthetic.mean(axis=0, dtype=np.float64)
+        if d <= self.dims:
+            self.basis = np.eye(d)
+        else:
+            sample = self.synthetic[:: max(1, self.n // 20000)] - self.mean
+            _, vectors = np.linalg.eigh(sample.T @ sample)  # ascending eigenvalues: the last are the main ones
+            self.basis = np.ascontiguousarray(vectors[:, ::-1][:, :self.dims])  # d x r, orthonormal columns
+        self.projected = torch.from_numpy(self._project(self.synthetic))  # n x r float32
+        self.projected_sq = (self.projected.double() ** 2).sum(1).float()
+        self._norm_max = float(self.projected_sq.max().sqrt()) if self.n else 0.0
+        # |computed - true| of a projected squared distance is at most this times (|q| + |s|)^2:
+        # float32 rounding of the coordinates, of the r-term dot product and of the two norms.
+        self._unit = 4 * (self.basis.shape[1] + 4) * float(np.finfo(np.float32).eps)
+
+    def _project(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self.basis.shape[1]), np.float32)
+        step = max(1, EXACT_BUDGET // (8 * max(1, rows.shape[1])))
+        for start in range(0, len(rows), step):
+            out[start:start + step] = (rows[start:start + step] - self.mean) @ self.basis
+        return out
+
+    def _float64(self) -> torch.Tensor:
+        """The synthetic vectors in float64 (made once; exact distances read them)."""
+        if getattr(self, "_s64", None) is None:
+            self._s64 = torch.from_numpy(self.synthetic).double()
+            self._sq64 = (self._s64 * self._s64).sum(1).numpy()
+        return self._s64
+
+    def exact_sq(self, rows: np.ndarray, which: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Squared distances, float64, between ``rows[which[p]]`` (float64) and synthetic ``cols[p]``
+        for each pair p, ``which`` sorted: ``|q|^2 + |s|^2 - 2 q.s``, each row's dot products one
+        float64 matrix-vector product over its gathered candidates (error about 1e-14)."""
+        s64 = self._float64()
+        out = np.empty(len(cols), np.float64)
+        if not len(cols):
+            return out
+        q = torch.from_numpy(rows)
+        q_sq = np.einsum("ij,ij->i", rows, rows)
+        bounds = np.searchsorted(which, np.arange(len(rows) + 1))
+        per_batch = max(1, EXACT_BUDGET // (8 * max(1, self.synthetic.shape[1])))
+        start_row = 0
+        while start_row < len(rows):  # batches of whole rows, about EXACT_BUDGET bytes of gathered rows each
+            end_row = int(np.searchsorted(bounds, bounds[start_row] + per_batch, side="right")) - 1
+            end_row = min(len(rows), max(end_row, start_row + 1))
+            lo, hi = int(bounds[start_row]), int(bounds[end_row])
+            gathered = s64.index_select(0, torch.from_numpy(cols[lo:hi]))
+            dots = torch.empty(hi - lo, dtype=torch.float64)
+            for i in range(start_row, end_row):
+                a, b = int(bounds[i]) - lo, int(bounds[i + 1]) - lo
+                if b > a:
+                    torch.mv(gathered[a:b], q[i], out=dots[a:b])
+            out[lo:hi] = q_sq[which[lo:hi]] + self._sq64[cols[lo:hi]] - 2.0 * dots.numpy()
+            start_row = end_row
+        return np.maximum(out, 0.0, out=out)
+
+    def query(self, real: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        distances = np.empty((len(real), min(int(m), self.n)), np.float32)
+        indices = np.empty(distances.shape, np.int64)
+        for rows, dist, idx in self._chunks(real, m):
+            distances[rows], indices[rows] = dist, idx
+        return distances, indices
+
+    def query_edges(self, real: np.ndarray, m: int, usable: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The ``m`` nearest of each row as flat edges ``(row, distance, index)`` in row-major rank order,
+        keeping only synthetic images where ``usable`` is true: memory follows the edges kept, not n x m."""
+        rows, dists, cols = [], [], []
+        for positions, dist, idx in self._chunks(real, m):
+            keep = usable[idx]
+            rows.append(np.broadcast_to(positions[:, None], idx.shape)[keep])
+            dists.append(dist[keep])
+            cols.append(idx[keep])
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        rows, dists, cols = np.concatenate(rows), np.concatenate(dists), np.concatenate(cols)
+        order = np.argsort(rows, kind="stable")  # row-major rank order, whatever order the chunks came in
+        return rows[order], dists[order], cols[order]
+
+    def _chunks(self, real: np.ndarray, m: int):
+        """``(positions, distances, indices)`` for chunks of the rows of ``real`` (positions: the rows' places)."""
+        real = np.ascontiguousarray(real, np.float32)
+        m = min(int(m), self.n)
+        if self.metric != "euclidean":
+            yield np.arange(len(real)), *self._query_sklearn(real, m)
+            return
+        # Deep queries measure every column (a matrix product beats gathering most of them one by one).
+        dense = DENSE_DEPTH * m >= self.n
+        chunk = max(1, min(len(real), QUERY_BUDGET // ((8 if dense else 4) * max(1, self.n))))
+        if dense:
+            for start in range(0, len(real), chunk):
+                yield np.arange(start, min(start + chunk, len(real))), *self._dense_chunk(
+                    real[start:start + chunk].astype(np.float64), m)
+            return
+        if self.projected is None:
+            self._prepare_projection()
+        projected = self._project(real)
+        for group in _similar_groups(projected, chunk):  # similar rows share candidates: measured once
+            yield group, *self._query_chunk(real[group], projected[group], m)
+
+    def _query_chunk(self, rows: np.ndarray, projected: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        rows64 = rows.astype(np.float64)
+        c = len(rows)
+        want = m + m // 8 + 8
+        q = torch.from_numpy(projected)
+        q_sq = (q.double() ** 2).sum(1).float()
+        # Lower bounds of the squared distances (projected), c x n, less each row's |q|^2 (a constant per
+        # row, added to the thresholds instead: one pass less over the scores).
+        bound = torch.addmm(self.projected_sq[None, :], q, self.projected.T, beta=1, alpha=-2)
+        slack = self._unit * (q_sq.sqrt() + self._norm_max) ** 2 + 1e-12  # rounding of the bound (see __init__)
+        # 1. A first set of candidates: the rows' lowest bounds, under a threshold read off an evenly spaced
+        #    sample of the columns (a top-k over every column would cost more than the scores themselves).
+        stride = max(1, self.n // 4096)
+        sample = bound[:, ::stride]
+        threshold = sample.kthvalue(min(-(-want // stride) + 1, sample.shape[1]), dim=1).values
+        which, cols = (t.numpy() for t in (bound <= threshold[:, None]).nonzero(as_tuple=True))
+        short = np.flatnonzero(np.bincount(which, minlength=c) < m)
+        if len(short):  # too few under the sampled threshold: these rows take their m lowest bounds (and ties)
+            threshold[short] = bound[short].kthvalue(m, dim=1).values
+            which, cols = (t.numpy() for t in (bound <= threshold[:, None]).nonzero(as_tuple=True))
+        # 2. Their exact distances bound each row's m-th nearest from above ...
+        exact = self._exact_union(rows64, which, cols)
+        order = np.lexsort((exact, which))
+        starts = np.searchsorted(which[order], np.arange(c))
+        tau = exact[order[starts + m - 1]]
+        # 3. ... so the m nearest lie among the columns whose lower bound is below it: measure those not
+        #    measured yet, and rank them all.
+        limit = torch.from_numpy(tau).float() + slack - q_sq
+        more_which, more_cols = (bound <= limit[:, None]).nonzero(as_tuple=True)
+        new = (bound[more_which, more_cols] > threshold[more_which]).numpy()
+        more_which, more_cols = more_which.numpy()[new], more_cols.numpy()[new]
+        if (len(more_cols) + len(cols)) * 16 > c * self.n:  # the projection hardly prunes these: measure all
+            return self._dense_chunk(rows64, m)
+        more = self._exact_union(rows64, more_which, more_cols)
+        return self._select(np.concatenate([which, more_which]), np.concatenate([cols, more_cols]),
+                            np.concatenate([exact, more]), c, m)
+
+    def _exact_union(self, rows64: np.ndarray, which: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Squared distances (float64) of the pairs ``(rows64[which], cols)``: the union of the columns is
+        gathered once and multiplied with all the rows (similar rows share most of their columns)."""
+        if not len(cols):
+            return np.zeros(0, np.float64)
+        s64 = self._float64()
+        union, position = np.unique(cols, return_inverse=True)
+        if len(union) * len(rows64) > 8 * len(cols):  # little sharing: one row at a time
+            return self.exact_sq(rows64, which, cols)
+        dots = torch.from_numpy(rows64) @ s64.index_select(0, torch.from_numpy(union)).T  # c x |union|
+        sq = np.einsum("ij,ij->i", rows64, rows64)[which] + self._sq64[cols] - 2.0 * dots.numpy()[which, position]
+        return np.maximum(sq, 0.0)
+
+    @staticmethod
+    def _select(which: np.ndarray, cols: np.ndarray, sq: np.ndarray, c: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The m nearest per row from pairs (row ``which``, column ``cols``, squared distance ``sq``),
+        each row having at least m pairs: by distance, then synthetic index."""
+        order = np.lexsort((cols, sq, which))
+        which, cols, sq = which[order], cols[order], sq[order]
+        starts = np.searchsorted(which, np.arange(c))
+        take = (starts[:, None] + np.arange(m)[None, :]).ravel()
+        return np.sqrt(sq[take]).astype(np.float32).reshape(c, m), cols[take].astype(np.int64).reshape(c, m)
+
+    def _dense_chunk(self, rows64: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every column measured (float64 |q|^2 + |s|^2 - 2 q.s): for deep queries, and for vectors the
+        projection cannot prune. Keeps the m lowest per row, of equal ones the lowest indices."""
+        s64 = self._float64()
+        q = torch.from_numpy(rows64)
+        sq = torch.addmm(torch.from_numpy(self._sq64)[None, :], q, s64.T, beta=1, alpha=-2)
+        sq += (q * q).sum(1)[:, None]
+        sq.clamp_(min=0.0)
+        c = len(rows64)
+        if m < self.n:
+            kth = sq.kthvalue(m, dim=1).values[:, None]
+            below = sq < kth
+            need = m - torch.count_nonzero(below, dim=1)  # how many of those equal to the m-th value to keep
+            tied = sq == kth
+            keep = below | (tied & (tied.cumsum(1) <= need[:, None]))
+            cols = keep.nonzero(as_tuple=True)[1].reshape(c, m)  # row-major: each row's indices ascending
+        else:
+            cols = torch.arange(self.n).expand(c, self.n)
+        values = sq.gather(1, cols)
+        order = values.argsort(dim=1, stable=True)  # by distance; equal ones keep index order
+        return (values.gather(1, order).sqrt().float().numpy(), cols.gather(1, order).numpy().astype(np.int64))
+
+    def _query_sklearn(self, real: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        distances, indices = self._sk.kneighbors(real, n_neighbors=m)
+        order = np.lexsort((indices, distances), axis=1)  # equal distances by synthetic index, as above
+        return (np.take_along_axis(distances, order, 1).astype(np.float32),
+                np.take_along_axis(indices, order, 1).astype(np.int64))
+
+
+def _greedy_fill(edge_rows: np.ndarray, edge_d: np.ndarray, edge_j: np.ndarray, chosen: np.ndarray,
+                 chosen_d: np.ndarray, count: np.ndarray, uses: np.ndarray, max_uses: int,
+                 block: int = 1 << 15) -> None:
+    """Visit the edges ``(edge_rows[e], edge_j[e])``, given in row-major rank order, in increasing
+    distance (ties: that order, i.e. row, then rank) and take each whose real row has fewer than K
+    neighbours and whose synthetic image is below the quota and not yet listed by that row; updates
+    ``chosen``/``chosen_d``/``count``/``uses`` in place.
+
+    Edge by edge in effect, in blocks in fact: within a block, an edge whose row and image cannot
+    reach their limits even if every edge of the block on them were taken is taken at once; the
+    others (contested) are decided one by one in order, which is all their outcome depends on.
+    """
+    k = chosen.shape[1]
+    order = np.argsort(edge_d, kind="stable")
+    open_rows = np.unique(edge_rows)
+    for start in range(0, len(order), block):
+        if (count[open_rows] >= k).all():
+            break
+        e = order[start:start + block]
+        r, j, d = edge_rows[e], edge_j[e], edge_d[e]
+        keep = (count[r] < k) & (uses[j] < max_uses)
+        if not keep.any():
+            continue
+        r, j, d = r[keep], j[keep], d[keep]
+        keep = ~(chosen[r] == j[:, None]).any(1)  # an image a row already lists (deeper rounds)
+        r, j, d = r[keep], j[keep], d[keep]
+        rows_u, row_n = np.unique(r, return_inverse=True)
+        cols_u, col_n = np.unique(j, return_inverse=True)
+        row_safe = (count[rows_u] + np.bincount(row_n, minlength=len(rows_u)) <= k)[row_n]
+        col_safe = (uses[cols_u] + np.bincount(col_n, minlength=len(cols_u)) <= max_uses)[col_n]
+        safe = row_safe & col_safe
+        if safe.any():
+            rs, js, ds = r[safe], j[safe], d[safe]
+            slot = count[rs] + _rank_within(rs)  # safe edges of one row take the next slots, in block order
+            chosen[rs, slot], chosen_d[rs, slot] = js, ds
+            np.add.at(count, rs, 1)
+            np.add.at(uses, js, 1)
+        for i, jj, dd in zip(r[~safe].tolist(), j[~safe].tolist(), d[~safe].tolist()):
+            n = count[i]
+            if n >= k or uses[jj] >= max_uses or (chosen[i, :n] == jj).any():
+                continue
+            chosen[i, n], chosen_d[i, n] = jj, dd
+            count[i] = n + 1
+            uses[jj] += 1
+
+
+def _similar_groups(points: np.ndarray, size: int) -> list[np.ndarray]:
+    """Row indices in groups of at most ``size`` similar rows: split at the median along the direction
+    of largest spread (a power iteration), recursively. Deterministic; any grouping gives the same result."""
+    groups, stack = [], [np.arange(len(points))]
+    while stack:
+        idx = stack.pop()
+        if len(idx) <= size:
+            groups.append(idx)
+            continue
+        x = points[idx].astype(np.float64)
+        x -= x.mean(axis=0)
+        direction = np.ones(x.shape[1]) / np.sqrt(x.shape[1])
+        for _ in range(8):
+            direction = x.T @ (x @ direction)
+            norm = np.linalg.norm(direction)
+            if norm == 0:
+                break
+            direction /= norm
+        order = idx[np.argsort(x @ direction, kind="stable")]
+        half = len(order) // 2
+        stack += [order[half:], order[:half]]
+    return groups
+
+
+def _rank_within(keys: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements have the same key (0, 1, 2, ... per key, in order)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    first = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
+    runs = np.diff(np.r_[first, len(keys)])
+    ranks = np.arange(len(keys)) - np.repeat(first, runs)
+    out = np.empty(len(keys), np.int64)
+    out[order] = ranks
+    return out
 
 
 def pair_features(
@@ -132,67 +438,54 @@ def pair_features(
     if max_uses < 1:
         raise S2RError(f"--max-uses must be at least 1, got {max_uses}")
     depth = n_syn if search_depth is None else min(n_syn, max(k, int(search_depth)))
-    nn = _fit_neighbors(synthetic, metric)
+    nn = NearestSynthetic(synthetic, metric)
 
-    chosen: list[list[tuple[float, int]]] = [[] for _ in range(n_real)]
-    chosen_ids: list[set[int]] = [set() for _ in range(n_real)]
-    uses = [0] * n_syn  # plain lists: this loop is pure Python, numpy scalars would slow it down
-    rows = np.arange(n_real)
-    lo, m = 0, min(depth, k * DEFAULT_CANDIDATE_FACTOR)
-    dist, idx = _query(nn, real, m)
+    # chosen[i, :count[i]]: row i's neighbours in the order they were taken; -1 marks a free slot.
+    chosen = np.full((n_real, k), -1, np.int64)
+    chosen_d = np.zeros((n_real, k), np.float32)
+    count = np.zeros(n_real, np.int64)
+    uses = np.zeros(n_syn, np.int64)
+    m = min(depth, k * DEFAULT_CANDIDATE_FACTOR)
+    dist, idx = nn.query(real, m)
     plain, plain_dist = idx[:, :k].copy(), dist[:, :k].copy()  # the plain K nearest, before any replacement
+    edges = (np.repeat(np.arange(n_real), m), dist.ravel(), idx.ravel())
+    del dist, idx
     while True:
-        # Greedy over this round's candidate ranks [lo, m) of the rows still short,
-        # nearest first; the stable sort breaks ties by (row, rank).
-        d, j_all = dist[:, lo:], idx[:, lo:]
-        width = d.shape[1]
-        row_ids, d_flat, j_flat = rows.tolist(), d.ravel().tolist(), j_all.ravel().tolist()
-        open_rows = sum(1 for i in row_ids if len(chosen[i]) < k)
-        for e in np.argsort(d.ravel(), kind="stable").tolist():
-            i = row_ids[e // width]
-            row = chosen[i]
-            if len(row) >= k:
-                continue
-            j = j_flat[e]
-            if uses[j] >= max_uses or j in chosen_ids[i]:
-                continue
-            row.append((d_flat[e], j))
-            chosen_ids[i].add(j)
-            uses[j] += 1
-            if len(row) == k:
-                open_rows -= 1
-                if open_rows == 0:
-                    break
-        short = np.asarray([i for i in row_ids if len(chosen[i]) < k], np.int64)
+        # Greedy over this round's candidates of the rows still short, nearest first.
+        _greedy_fill(*edges, chosen, chosen_d, count, uses, max_uses)
+        short = np.flatnonzero(count < k)
         if len(short) == 0 or m >= depth:
             break
-        # Every candidate of these rows is at quota: look further down their lists.
-        rows, lo, m = short, m, min(depth, SEARCH_GROWTH * m)
-        dist, idx = _query(nn, real[short], m)
+        # Every candidate of these rows is at quota: look further down their lists. Edges to images
+        # already at quota would be refused, so they are left out as they are found; a deeper round
+        # also lists the earlier ranks again, and those edges are refused for the same reason (or
+        # because the row lists the image), so the outcome is that of visiting the new ranks alone.
+        m = min(depth, SEARCH_GROWTH * m)
+        r, d, j = nn.query_edges(real[short], m, usable=uses < max_uses)
+        edges = (short[r], d, j)
 
     over_quota = 0
     if len(short):
         # Past the search depth the quota gives way: nearest candidates not yet listed.
-        dist, idx = _query(nn, real[short], depth)
+        dist, idx = nn.query(real[short], depth)
         for r, i in enumerate(short.tolist()):
+            listed = set(chosen[i, :count[i]].tolist())
             for c in range(depth):
-                if len(chosen[i]) >= k:
+                if count[i] >= k:
                     break
                 j = int(idx[r, c])
-                if j not in chosen_ids[i]:
-                    chosen[i].append((float(dist[r, c]), j))
-                    chosen_ids[i].add(j)
+                if j not in listed:
+                    chosen[i, count[i]], chosen_d[i, count[i]] = j, dist[r, c]
+                    listed.add(j)
+                    count[i] += 1
                     uses[j] += 1
                     over_quota += 1
 
-    neighbors = np.empty((n_real, k), np.int64)
-    distances = np.empty((n_real, k), np.float32)
-    for i, row in enumerate(chosen):
-        row.sort(key=lambda t: t[0])  # stable: ties keep the order they were taken in
-        neighbors[i] = [j for _, j in row]
-        distances[i] = [d for d, _ in row]
-    replaced = int(sum(len(chosen_ids[i] - set(plain[i].tolist())) for i in range(n_real)))
-    uses = np.asarray(uses, np.int64)
+    # Each row's neighbours by distance; equal distances by synthetic index (the ranking's order).
+    order = np.lexsort((chosen, chosen_d), axis=1)
+    neighbors = np.take_along_axis(chosen, order, 1)
+    distances = np.take_along_axis(chosen_d, order, 1)
+    replaced = int((~(neighbors[:, :, None] == plain[:, None, :]).any(2)).sum())
 
     weights = np.zeros(n_syn, np.float64)
     used = uses > 0
