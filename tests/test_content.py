@@ -72,3 +72,19 @@ def test_translate_reports_content_preservation(world, tmp_path):
     missing = runner.invoke(app, ["translate", "--checkpoint", str(ckpt), "--input", f"demo:{world}?split=synthetic",
                                   "--output", str(tmp_path / "out2"), "--segmenter", str(tmp_path / "none.pt")])
     assert missing.exit_code == 1 and not (tmp_path / "out2").exists()  # checked before translating
+
+
+def test_train_cli_takes_a_content_segmenter(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from s2rcli.cli.app import app
+
+    seg = _segmenter(tmp_path / "seg.pt")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--quiet", "train", "unit", "--preset", "tiny", "--synthetic",
+                                      f"demo:{world}?split=synthetic", "--real", f"demo:{world}?split=real",
+                                      "--size", "32x64", "--steps", "2", "--set", "train.sample_every=1",
+                                      "--content-segmenter", str(seg), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "content.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]

@@ -12,6 +12,7 @@ from ..errors import S2RError
 from ..models import get_model_entry, list_models
 from ..models.config import field_names
 from ..training.config import parse_size, resolve_config
+from ..training.content import ContentObserver
 from ..training.runner import train_run
 from ..utils.threads import THREADS_HELP, torch_threads
 
@@ -43,6 +44,11 @@ def train(
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches accumulated per update."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
     threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help=THREADS_HELP),
+    content_segmenter: Optional[str] = typer.Option(
+        None, "--content-segmenter", metavar="CKPT",
+        help="Content preservation while training: a segmenter trained on real images segments the translations "
+             "of the preview images every --set train.sample_every steps; mIoU and per-class IoU against their "
+             "synthetic labels go to RUN/content.jsonl."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step "
                                             "(off by default; minutes of compiling first; eager if it fails)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
@@ -81,9 +87,14 @@ def train(
         sets.insert(0, f"train.pseudo_labels={Path(out) / 'pseudo_labels'}")
     if "segmenter" in train_keys and not (resume or dry_run):  # checked before the run folder is touched
         _require_segmenter(model, preset, config, sets, options)
+    extra = []
+    if content_segmenter is not None and not dry_run:
+        if entry.kind != "translation":
+            raise S2RError("--content-segmenter is for translation models", hint=f"{model} is a {entry.kind}")
+        extra.append(ContentObserver(Path(out), content_segmenter))  # measures every train.sample_every steps
     with torch_threads(threads):
         state = train_run(model, out, preset=preset, config_file=config, sets=sets, options=options,
-                          resume=resume, overwrite=overwrite, dry_run=dry_run)
+                          resume=resume, overwrite=overwrite, dry_run=dry_run, extra_observers=extra)
     if state is None:
         return
     if state.status == "interrupted":

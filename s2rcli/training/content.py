@@ -34,11 +34,11 @@ class ContentObserver(Observer):
     Args:
         run_dir: the run folder.
         segmenter: a segmenter checkpoint trained on real images, in the run's label space.
-        every: steps between measurements (and once at the end).
+        every: steps between measurements (and once at the end); default the run's ``train.sample_every``.
         n: synthetic preview images (evenly spaced over the synthetic set, centre-cropped).
     """
 
-    def __init__(self, run_dir: Path, segmenter: str | Path, every: int = 500, n: int = 8):
+    def __init__(self, run_dir: Path, segmenter: str | Path, every: int | None = None, n: int = 8):
         ckpt = load_checkpoint(segmenter)
         entry = get_model_entry(str(ckpt.get("model")))
         if entry.kind != "segmenter":
@@ -47,11 +47,13 @@ class ContentObserver(Observer):
         self.segmenter, _ = model_from_checkpoint(ckpt)
         self.space = get_label_space(ckpt.get("label_space") or "cityscapes19")
         self.log = MetricsLog(Path(run_dir) / "content.jsonl")
-        self.every, self.n = max(1, int(every)), int(n)
+        self.every, self.n = (max(1, int(every)) if every else None), int(n)
         self.first: float | None = None
         self.last: float | None = None
 
     def on_train_start(self, state: TrainState) -> None:
+        if self.every is None:
+            self.every = max(1, int(state.config["train"].get("sample_every", 500)))
         task = state.task
         synthetic = getattr(task.data, "synthetic", None)
         size = getattr(task.data, "size", None)
