@@ -52,7 +52,7 @@ def train(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step "
                                             "(off by default; minutes of compiling first; eager if it fails)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory "
-                                                 "format (default: on CUDA, and on CPU in fp32)."),
+                                                 "format (default: on CUDA)."),
     cpu_bf16: Optional[bool] = typer.Option(None, "--cpu-bf16/--no-cpu-bf16", help="bf16 autocast on CPU (default: "
                                             "on where the CPU has native bf16, e.g. AVX512-BF16)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that already holds a run."),

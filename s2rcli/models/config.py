@@ -40,7 +40,7 @@ class TrainConfig:
     samples: int = 4                  # images per domain in the sample grids
     # The fast path (training/loop.py: FastPath; docs/performance.md). null: decided by the device when
     # the run starts, and recorded in config.json.
-    channels_last: bool | None = None  # NHWC memory format; null: on CUDA, and on CPU when training in fp32
+    channels_last: bool | None = None  # NHWC memory format; null: on CUDA (on CPU it did not pay)
     cpu_bf16: bool | None = None      # bf16 autocast on CPU; null: where the CPU has native bf16 (AVX512-BF16, AMX)
     optimizer_impl: str | None = None  # foreach, fused or for-loop optimiser kernels; null: foreach on CPU, fused on CUDA
     compile: bool = False             # torch.compile each phase's loss (forward and backward)
