@@ -13,20 +13,22 @@ in the same run, alternating rounds:
   remap, label PNG   what it does now: read + remap, then remap.encode_label_png (up-filter, RLE)
 
 Target: read + remap adds at most 10% over decode only. Prints label maps/s and the ratio, from the
-median over rounds of the CPU time of this process: on a machine shared with other work, wall time
-swings by 2x between identical passes, CPU time much less. OpenCV may use a second thread for the
-lookup (its CPU time counts here).
+median of the rounds of the CPU time of this process: on a machine shared with other work, wall time
+swings by 2x between identical passes, CPU time much less. OpenCV runs the lookup on --cv2-threads
+threads (default 1, as in `prepare remap`'s worker processes; every thread's CPU time counts).
 
-Usage: python benchmarks/bench_data.py [--files 32] [--rounds 7]
+Usage: python benchmarks/bench_data.py [--files 32] [--rounds 7] [--cv2-threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -79,7 +81,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cv2-threads", type=int, default=1)
     args = parser.parse_args()
+    cv2.setNumThreads(args.cv2_threads)
+    print(f"OpenCV threads: {cv2.getNumThreads()}; load average {os.getloadavg()[0]:.1f} at the start")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "gta5"
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import capture_rng_state, make_checkpoint, restore_rng_state
-from ..console import info
+from ..console import warn
 from ..device import DistInfo
 from ..models.contract import TrainTask
 from .distributed import all_reduce_gradients, broadcast_parameters
@@ -225,7 +225,7 @@ class _CompiledLoss:
     def _fall_back(self, exc: BaseException) -> None:
         self.failed = True
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        info(f"note: torch.compile is unavailable here ({type(exc).__name__}: {reason}); training eagerly")
+        warn(f"torch.compile is unavailable here ({type(exc).__name__}: {reason}); training eagerly")
 
     def __call__(self, phase: str, *args):
         if self.failed:
