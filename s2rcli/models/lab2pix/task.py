@@ -262,11 +262,11 @@ class Lab2PixLoss:
     # -- what the subclasses define --
     def inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labels, real images)`` of a batch."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: V1 and V2 define it
 
     def fakes(self, labels: torch.Tensor) -> list[torch.Tensor]:
         """Generated images at the discriminators' scales, coarse to fine."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: V1 and V2 define it
 
     # -- shared pieces --
     def sharpness_weight(self, step: int) -> float:
@@ -350,7 +350,7 @@ class Lab2PixLoss:
         return hierarchical_adversarial(self.kind, outputs, "generator", self.mask(labels)), d_features
 
     def generator_terms(self, batch: Mapping[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: V1 and V2 define it
 
 
 class Lab2PixV1Loss(Lab2PixLoss):
