@@ -57,7 +57,7 @@ def reason(exc: BaseException) -> str:
     return first_sentence(exc) or type(exc).__name__
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # utils.atomic's temp files: .NAME.XXXXXXXX.tmp
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # utils.atomic's temp files: .NAME.<8 random characters>.tmp
 
 _OS_HINTS = {
     errno.ENOENT: "check the path; an output's parent folder must be creatable",
