@@ -165,8 +165,8 @@ def test_layer_norm_normalises_each_sample():
     assert torch.allclose(y.flatten(1).std(1, unbiased=False), torch.ones(3), atol=1e-3)
 
 
-def _task(**train):
-    cfg = preset_defaults("unit", "tiny")
+def _task(preset: str = "tiny", **train):
+    cfg = preset_defaults("unit", preset)
     cfg["data"].update(synthetic="mem", real="mem", size=[32, 48])
     cfg["train"].update(batch_size=2, **{k: v for k, v in train.items() if k != "loss"})
     cfg["train"]["loss"].update(train.get("loss", {}))
@@ -202,3 +202,13 @@ def test_semantic_consistency_adds_a_segmenter_phase_and_term():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.nets["G"].parameters())
     off = _task()
     assert "sem" not in off.loss("G", next(iter(off.data)), 0) and "S" not in off.nets
+
+
+def test_cpu_preset_is_the_tiny_network_with_semantic_consistency():
+    cpu, tiny = preset_defaults("unit", "cpu"), preset_defaults("unit", "tiny")
+    assert cpu["data"]["size"] == [64, 128] and cpu["model_kwargs"] == tiny["model_kwargs"]
+    assert cpu["train"]["loss"] == {**tiny["train"]["loss"], "sem": 1.0}
+    assert 1000 <= cpu["train"]["steps"] <= 4000  # minutes, not hours, on a 2-core CPU
+    task = _task("cpu")  # the preset builds a task whose generator is trained against the aux segmenter
+    assert [p.name for p in task.phases] == ["S", "D", "G"]
+    assert "sem" in task.loss("G", next(iter(task.data)), 0)

@@ -28,7 +28,7 @@ def train(
     out: str = typer.Option(..., "--out", metavar="PATH", help="Run folder (config.json, checkpoints/, samples/, metrics.jsonl)."),
     smart_batch: bool = typer.Option(False, "--smart-batch", help="Pair images with the SP-Feat smart batch loader."),
     pairs: Optional[str] = typer.Option(None, "--pairs", metavar="PATH", help="Pairs file from `s2r prepare pairs` (--smart-batch)."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME", help="Model preset: tiny (CPU, demo) or paper (default: paper)."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar="NAME", help="Model preset: tiny (CPU tests), paper (default; GPU) or a model's own (unit: cpu, the CPU recipe); `s2r models` lists them."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimisation steps (a resumed run continues to it)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs per step and process."),
     size: Optional[str] = typer.Option(None, "--size", metavar="HxW", help="Training crop size HxW, e.g. 256x512."),
