@@ -40,6 +40,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "tiny_nonoise_sem": ("tiny", ["train.vae_noise=0", "train.loss.sem=1"]),
     "wide_nonoise_sem": ("tiny", ["train.vae_noise=0", "train.loss.sem=1", "model_kwargs.channels=32",
                                   "model_kwargs.n_res=3", "model_kwargs.d_channels=32"]),
+    "down1_sem": ("tiny", ["train.loss.sem=1", "model_kwargs.n_down=1"]),
+    "down1": ("tiny", ["model_kwargs.n_down=1"]),
+    "tiny_sem_lr5": ("tiny", ["train.loss.sem=1", "train.lr=5e-4"]),
+    "tiny_sem_d32": ("tiny", ["train.loss.sem=1", "model_kwargs.d_channels=32", "model_kwargs.d_layers=4"]),
     "cpu": ("cpu", []),
 }
 
