@@ -1,18 +1,21 @@
-"""Does translation help? The UNIT + smart batch experiment on the demo world, end to end.
+"""Does translation help? UNIT with random pairs and with the smart batch, on a demo world, end to end.
 
-Drives the real CLI (``s2r prepare demo/spfeat/pairs``, ``s2r train unit``,
-``s2r translate``, ``s2r fid``, ``s2r segment-eval train-and-test``) through
-subprocesses and writes one table, as markdown and JSON:
+Drives the real CLI through subprocesses (``s2r prepare``, ``s2r train unit
+--preset cpu``, ``s2r translate --segmenter``, ``s2r fid`` and ``s2r
+segment-eval compare``) and writes one table, as markdown and JSON:
 
     training set                     -> segmenter tested on real_val
-    raw synthetic                       mIoU, pixel accuracy
-    UNIT-translated, random pairs       mIoU, share of the raw-to-oracle gap closed, FID vs real / synthetic
+    raw synthetic                       mIoU, content mIoU, FID vs real / synthetic
+    UNIT-translated, random pairs       mIoU, share of the raw-to-real gap closed, content mIoU, FID
     UNIT-translated, --smart-batch      idem
     real with labels (the oracle)       mIoU
 
-Every row is repeated for each seed (UNIT and segmenter seeds alike); the table
-shows mean ± sample standard deviation and the per-seed values, and the gap
-closed is computed per seed, ``(mIoU_x - mIoU_raw) / (mIoU_oracle - mIoU_raw)``.
+For each seed, the oracle segmenter (trained on the labelled real images) is
+trained first: it scores the content the translations keep (its mIoU on them
+against the synthetic labels) and is the "real" row of ``segment-eval
+compare``, which then trains the same segmenter on raw and on both
+translations. The table shows mean ± sample standard deviation over seeds and
+the per-seed values; the gap closed is computed per seed.
 
 FID needs Inception weights. Offline, without them, the script says so and uses
 the fixed random-feature extractor instead; the table is then headed
@@ -20,8 +23,8 @@ the fixed random-feature extractor instead; the table is then headed
 
 Usage::
 
-    python benchmarks/demo_table.py --out demo_out/table                 # defaults: 2 seeds
-    python benchmarks/demo_table.py --out demo_out/table --skip-unit     # segmenter rows only
+    python benchmarks/demo_table.py --out demo_out/table                     # street world, seeds 0,1
+    python benchmarks/demo_table.py --out demo_out/table_dusk --style dusk   # the validation world
     python benchmarks/demo_table.py --out demo_out/table --inception-weights weights-inception-2015-12-05-6726825d.pth
 
 Finished stages are reused when the script is run again with the same --out
@@ -41,7 +44,7 @@ from pathlib import Path
 from _stats import fmt  # benchmarks/ is on sys.path when a script here runs
 
 ROWS = [("raw", "raw synthetic"), ("unit_random", "UNIT-translated synthetic, random pairs"),
-        ("unit_smart", "UNIT-translated synthetic, --smart-batch"), ("oracle", "real with labels (oracle)")]
+        ("unit_smart", "UNIT-translated synthetic, --smart-batch"), ("real", "real with labels (oracle)")]
 
 
 class Runner:
@@ -89,14 +92,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("demo_out/table"))
     p.add_argument("--world", type=Path, default=None, help="demo world folder (default OUT/world; made if missing)")
+    p.add_argument("--style", default="street", help="world style when the world is made here: street or dusk")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--unit-steps", type=int, default=1000)
+    p.add_argument("--preset", default="cpu", help="UNIT preset (the CPU recipe by default)")
+    p.add_argument("--unit-steps", type=int, default=None, help="UNIT steps (default: the preset's)")
     p.add_argument("--seg-steps", type=int, default=600)
-    p.add_argument("--seg-size", default="64x128")
-    p.add_argument("--unit-size", default="64x128", help="UNIT training size; translation runs at the same size")
-    p.add_argument("--fid-size", default="64x128", help="FID resize; the UNIT working size, fair to every set")
+    p.add_argument("--size", default="64x128", help="UNIT, translation, segmenter and FID size")
     p.add_argument("--inception-weights", default="auto", help="PATH, random, or auto (cache, else random features)")
-    p.add_argument("--skip-unit", action="store_true", help="only the raw-synthetic and oracle rows")
     p.add_argument("--device", default="auto")
     p.add_argument("--fresh", action="store_true", help="redo every stage")
     args = p.parse_args()
@@ -111,133 +113,126 @@ def main() -> None:
     t_start = time.perf_counter()
 
     if not (world / "manifest.json").is_file():
-        run("prepare_demo", "-q", "prepare", "demo", "--out", str(world))
+        run("prepare_demo", "-q", "prepare", "demo", "--out", str(world), "--style", args.style)
     syn, real, val = (f"demo:{world}?split={s}" for s in ("synthetic", "real", "real_val"))
     weights, fid_heading = choose_fid_weights(args.inception_weights)
+    seg = ["--model", "fastseg", "--preset", "tiny", "--steps", str(args.seg_steps), "--size", args.size]
+    unit_steps = ["--steps", str(args.unit_steps)] if args.unit_steps else []
 
-    train_sets: dict[tuple[str, int], str] = {}
-    fid: dict[tuple[str, int], dict] = {}
+    pairs = out / "pairs.npz"
+    if not pairs.is_file():
+        for split in ("real", "synthetic"):
+            run(f"spfeat_{split}", "-q", "prepare", "spfeat", f"demo:{world}?split={split}", "--out",
+                str(out / f"spfeat_{split}.npz"), "--overwrite")
+        run("pairs", "-q", "prepare", "pairs", "--real", str(out / "spfeat_real.npz"), "--synthetic",
+            str(out / "spfeat_synthetic.npz"), "--out", str(pairs), "--overwrite")
+
+    fid: dict[tuple[str, int], dict[str, float]] = {}
 
     def measure_fid(key: tuple[str, int], images: str) -> None:
         target = out / "fid" / f"{key[0]}_s{key[1]}.json"
         if not target.is_file():
             text = run(f"fid_{key[0]}_s{key[1]}", "-q", "fid", images, "--real", real, "--synthetic", syn,
-                       "--size", args.fid_size, "--inception-weights", weights, "--json",
+                       "--size", args.size, "--inception-weights", weights, "--json",
                        "--cache-dir", str(out / "fid_cache"))
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-        result = json.loads(target.read_text())
-        fid[key] = {r["reference"]: r["fid"] for r in result["results"]}
+        fid[key] = {r["reference"]: r["fid"] for r in json.loads(target.read_text())["results"]}
 
-    for seed in seeds:
-        train_sets[("raw", seed)] = syn
-        train_sets[("oracle", seed)] = real
     measure_fid(("raw", 0), syn)
-    measure_fid(("oracle", 0), val)  # the floor: held-out real images against the real set
+    measure_fid(("real", 0), val)  # the floor: held-out real images against the real set
+    compared: dict[int, dict] = {}
+    content: dict[tuple[str, int], dict] = {}
+    for seed in seeds:
+        cmp_dir = out / f"compare_s{seed}"
+        oracle = cmp_dir / f"real_s{seed}"      # compare's oracle row, trained first: it scores content too
+        if not (oracle / "results.json").is_file():
+            run(f"seg_real_s{seed}", "-q", "segment-eval", "train-and-test", "--train", real, "--test", val,
+                "--out", str(oracle), "--seed", str(seed), "--overwrite", *seg)
+        translated = {}
+        for mode, extra in (("random", []), ("smart", ["--smart-batch", "--pairs", str(pairs)])):
+            name, unit_run, folder = f"unit_{mode}", out / f"unit_{mode}_s{seed}", out / f"translated_{mode}_s{seed}"
+            if not (folder / "content.json").is_file():
+                run(f"train_{name}_s{seed}", "-q", "train", "unit", "--preset", args.preset, "--synthetic", syn,
+                    "--real", real, "--out", str(unit_run), "--seed", str(seed), "--size", args.size, *unit_steps,
+                    "--overwrite", *extra)
+                run(f"translate_{name}_s{seed}", "-q", "translate", "--checkpoint", str(unit_run), "--input", syn,
+                    "--output", str(folder), "--size", args.size, "--batch-size", "16",
+                    "--segmenter", str(oracle / "checkpoints" / "latest.pt"), "--overwrite")
+            scores = json.loads((folder / "content.json").read_text())
+            content[(name, seed)], content[("raw", seed)] = scores["translated"], scores["raw"]
+            translated[name] = folder
+            measure_fid((name, seed), str(folder))
+        run(f"compare_s{seed}", "-q", "segment-eval", "compare", "--synthetic", syn, "--real-train", real,
+            "--test", val, "--out", str(cmp_dir), "--seeds", str(seed), *seg,
+            *[a for name, folder in translated.items() for a in ("--translated", f"{name}=folder:{folder}")])
+        compared[seed] = {row["name"]: row for row in json.loads((cmp_dir / "compare.json").read_text())["rows"]}
 
-    if not args.skip_unit:
-        pairs = out / "pairs.npz"
-        if not pairs.is_file():
-            run("spfeat_real", "-q", "prepare", "spfeat", real, "--out", str(out / "spfeat_real.npz"), "--overwrite")
-            run("spfeat_synthetic", "-q", "prepare", "spfeat", syn, "--out", str(out / "spfeat_synthetic.npz"),
-                "--overwrite")
-            run("pairs", "-q", "prepare", "pairs", "--real", str(out / "spfeat_real.npz"), "--synthetic",
-                str(out / "spfeat_synthetic.npz"), "--out", str(pairs), "--overwrite")
-        for seed in seeds:
-            for mode in ("random", "smart"):
-                name = f"unit_{mode}"
-                unit_run = out / f"{name}_s{seed}"
-                translated = out / f"translated_{mode}_s{seed}"
-                if not (translated / "manifest.json").is_file():
-                    extra = ["--smart-batch", "--pairs", str(pairs)] if mode == "smart" else []
-                    run(f"train_{name}_s{seed}", "-q", "train", "unit", "--preset", "tiny", "--synthetic", syn,
-                        "--real", real, "--out", str(unit_run), "--steps", str(args.unit_steps), "--seed", str(seed),
-                        "--size", args.unit_size,
-                        "--overwrite", *extra)
-                    run(f"translate_{name}_s{seed}", "-q", "translate", "--checkpoint", str(unit_run), "--input", syn,
-                        "--output", str(translated), "--size", args.unit_size, "--batch-size", "16", "--overwrite")
-                train_sets[(name, seed)] = f"folder:{translated}"
-                measure_fid((name, seed), str(translated))
+    md, payload = render(compared, content, fid, seeds, args, fid_heading, time.perf_counter() - t_start)
+    (out / "demo_table.md").write_text("\n".join(md) + "\n")
+    payload.update({"inception_weights": weights, "timings_s": run.timings})
+    (out / "demo_table.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print("\n".join(md))
+    print(f"\nwrote {out / 'demo_table.md'} and {out / 'demo_table.json'}")
 
-    results: dict[tuple[str, int], dict] = {}
-    for (row, seed), spec in sorted(train_sets.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        seg_run = out / f"seg_{row}_s{seed}"
-        if not (seg_run / "results.json").is_file():
-            run(f"seg_{row}_s{seed}", "-q", "segment-eval", "train-and-test", "--train", spec, "--test", val,
-                "--model", "fastseg", "--preset", "tiny", "--steps", str(args.seg_steps), "--size", args.seg_size,
-                "--seed", str(seed), "--out", str(seg_run), "--overwrite")
-        results[(row, seed)] = json.loads((seg_run / "results.json").read_text())
 
-    # --- the table ---------------------------------------------------------------------------------
-    def miou(row: str, seed: int) -> float | None:
-        r = results.get((row, seed))
-        return None if r is None else r["scores"]["miou"]
-
-    present = [key for key, _ in ROWS if any((key, s) in results for s in seeds)]
+def render(compared: dict[int, dict], content: dict, fid: dict, seeds: list[int], args, fid_heading: str,
+           elapsed: float) -> tuple[list[str], dict]:
+    """The markdown table (lines) and its JSON payload."""
     table_rows, payload_rows = [], []
     for key, title in ROWS:
-        if key not in present:
-            continue
-        mious = [miou(key, s) for s in seeds]
-        accs = [results[(key, s)]["scores"]["pixel_accuracy"] for s in seeds]
-        gaps = []
-        for s in seeds:
-            raw, oracle, x = miou("raw", s), miou("oracle", s), miou(key, s)
-            if None not in (raw, oracle, x) and oracle != raw:
-                gaps.append((x - raw) / (oracle - raw))
-        fid_seeds = [s for s in seeds if (key, s) in fid] or [0]
-        fid_real = [fid[(key, s)]["real"] for s in fid_seeds if (key, s) in fid]
-        fid_syn = [fid[(key, s)]["synthetic"] for s in fid_seeds if (key, s) in fid]
-        fid_note = "" if key.startswith("unit") else (" †" if key == "raw" else " ‡")
-        table_rows.append(
-            f"| {title} | {fmt(mious, 100)} | {fmt(accs, 100)} | {fmt(gaps, 100) if key.startswith('unit') else '—'} | "
-            f"{fmt(fid_real, 1.0, 2)}{fid_note} | {fmt(fid_syn, 1.0, 2)}{fid_note} |"
-        )
-        payload_rows.append({"row": key, "title": title, "miou": mious, "pixel_accuracy": accs, "gap_closed": gaps,
+        mious = [compared[s][key]["miou_mean"] for s in seeds]
+        gaps = [compared[s][key]["gap_closed_mean"] for s in seeds if compared[s][key]["gap_closed_mean"] is not None]
+        cont = [content[(key, s)]["miou"] for s in seeds if (key, s) in content]
+        fid_real = [fid[(key, s)]["real"] for s in seeds if (key, s) in fid]
+        fid_syn = [fid[(key, s)]["synthetic"] for s in seeds if (key, s) in fid]
+        note = " †" if key == "raw" else (" ‡" if key == "real" else "")
+        is_unit = key.startswith("unit")
+        table_rows.append(f"| {title} | {fmt(mious, 100)} | {fmt(gaps, 100) if is_unit else '—'} | "
+                          f"{fmt(cont, 100) if cont else '—'} | {fmt(fid_real, 1.0, 2)}{note} | "
+                          f"{fmt(fid_syn, 1.0, 2)}{note} |")
+        payload_rows.append({"row": key, "title": title, "miou": mious, "gap_closed": gaps, "content_miou": cont,
                              "fid_vs_real": fid_real, "fid_vs_synthetic": fid_syn,
-                             "per_class_iou": {s: results[(key, s)]["scores"]["per_class_iou"] for s in seeds}})
-
+                             "per_class_iou": {s: compared[s][key]["per_class_iou"] for s in seeds},
+                             "content_per_class_iou": {s: content[(key, s)]["per_class_iou"] for s in seeds
+                                                       if (key, s) in content}})
     from s2rcli.data.labels import get_label_space
 
-    classes = get_label_space(results[(present[0], seeds[0])]["label_space"]).class_names  # in class-id order
-    class_lines = ["| class | " + " | ".join(t for k, t in ROWS if k in present) + " |",
-                   "|---|" + "---|" * len(present)]
+    classes = get_label_space("cityscapes19").class_names  # in class-id order
+    class_lines = ["| class | " + " | ".join(t if k == "real" else f"{t} (mIoU / content)" for k, t in ROWS) + " |",
+                   "|---|" + "---|" * len(ROWS)]
     for name in classes:
         cells = []
-        for key in present:
-            values = [results[(key, s)]["scores"]["per_class_iou"][name] for s in seeds]
-            values = [v for v in values if v is not None]
-            cells.append(f"{100 * sum(values) / len(values):.1f}" if values else "—")
+        for key, _ in ROWS:
+            seg_v = [v for s in seeds if (v := compared[s][key]["per_class_iou"].get(name)) is not None]
+            con_v = [v for s in seeds if (key, s) in content
+                     and (v := content[(key, s)]["per_class_iou"].get(name)) is not None]
+            mean = (lambda vs: f"{100 * sum(vs) / len(vs):.1f}" if vs else "—")
+            cells.append(f"{mean(seg_v)} / {mean(con_v)}" if key != "real" else mean(seg_v))
         class_lines.append(f"| {name} | " + " | ".join(cells) + " |")
-
-    elapsed = time.perf_counter() - t_start
+    steps = f"{args.unit_steps} steps" if args.unit_steps else "the preset's steps"
     md = [
-        f"## Demo world: segmenter trained on X, tested on real_val ({len(seeds)} seeds: {', '.join(map(str, seeds))})",
+        f"## Segmenter trained on X, tested on real_val ({len(seeds)} seeds: {', '.join(map(str, seeds))})",
         "",
-        f"fastseg tiny, {args.seg_steps} steps at {args.seg_size}; UNIT tiny, {args.unit_steps} steps; "
-        f"{fid_heading}, all sets resized to {args.fid_size}.",
-        "Values: mean ± sample sd (per seed).",
+        f"fastseg tiny, {args.seg_steps} steps at {args.size}; UNIT `--preset {args.preset}`, {steps}; "
+        f"content = the real-trained segmenter's mIoU on the images against the synthetic labels; "
+        f"{fid_heading}, all sets resized to {args.size}. Values: mean ± sample sd (per seed).",
         "",
-        f"| training set | mIoU % | pixel acc % | gap closed % | {fid_heading} vs real | vs synthetic |",
+        f"| training set | mIoU % | gap closed % | content mIoU % | {fid_heading} vs real | vs synthetic |",
         "|---|---|---|---|---|---|",
         *table_rows,
         "",
         "† the raw synthetic images themselves. ‡ real_val against real: the floor for same-domain images.",
         "",
-        "### Per-class IoU % (mean over seeds)",
+        "### Per-class IoU % (mean over seeds): segmenter on real_val / content",
         "",
         *class_lines,
         "",
         f"Total time {elapsed / 60:.1f} min; stage timings in demo_table.json.",
     ]
-    (out / "demo_table.md").write_text("\n".join(md) + "\n")
-    (out / "demo_table.json").write_text(json.dumps({
-        "seeds": seeds, "seg_steps": args.seg_steps, "seg_size": args.seg_size, "unit_steps": args.unit_steps,
-        "fid_size": args.fid_size, "fid": fid_heading, "inception_weights": weights, "rows": payload_rows,
-        "timings_s": run.timings, "total_s": round(elapsed, 1),
-    }, indent=2) + "\n")
-    print("\n".join(md))
-    print(f"\nwrote {out / 'demo_table.md'} and {out / 'demo_table.json'}")
+    payload = {"seeds": seeds, "seg_steps": args.seg_steps, "size": args.size, "preset": args.preset,
+               "unit_steps": args.unit_steps, "fid": fid_heading, "rows": payload_rows, "total_s": round(elapsed, 1)}
+    return md, payload
 
 
 if __name__ == "__main__":
