@@ -13,7 +13,7 @@ from) and per-class IoU.
 Jobs run in parallel worker processes (``--jobs``), one torch thread each, so a
 machine with many cores (or a GPU) runs the whole grid at once::
 
-    python benchmarks/fidelity.py --out fidelity_out --worlds street --seeds 0,1 --jobs 2
+    python benchmarks/fidelity.py --out fidelity_out --worlds street,dusk --pairs random,smart --jobs 2
     python benchmarks/fidelity.py --out fidelity_out --recipes tiny,cpu --device cuda --jobs 12
 
 Finished jobs are reused when run again with the same --out.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from _stats import fmt  # benchmarks/ is on sys.path when a script here runs
 
-# name -> (preset, --set overrides). Steps come from --unit-steps unless the recipe sets train.steps.
+# name -> (preset, --set overrides). Steps: --unit-steps when given, else the preset's (tiny 300, cpu 2000).
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "tiny": ("tiny", []),
     "tiny_nonoise": ("tiny", ["train.vae_noise=0"]),
@@ -98,11 +98,13 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
     preset, sets = RECIPES[recipe]
     unit_run = out_p / "unit" / tag
     options = {"data.synthetic": syn, "data.real": real, "data.size": [64, 128], "seed": seed,
-               "train.steps": args["unit_steps"], "train.checkpoint_every": 500, "train.sample_every": 500}
+               "train.checkpoint_every": 500, "train.sample_every": 500}
+    if args["unit_steps"]:
+        options["train.steps"] = args["unit_steps"]
     if pairs:
         options.update({"data.smart_batch": True, "data.pairs": str(out_p / "pairs" / f"{world}.npz")})
     t_train = time.perf_counter()
-    if not (unit_run / "checkpoints" / "latest.pt").is_file() or json.loads(
+    if not (unit_run / "checkpoints" / "latest.pt").is_file() or args["unit_steps"] and json.loads(
             (unit_run / "config.json").read_text())["train"]["steps"] != args["unit_steps"]:
         train_run("unit", unit_run, preset=preset, sets=sets, options=options, overwrite=True,
                   device=torch.device(device))
@@ -124,9 +126,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("fidelity_out"))
     p.add_argument("--worlds", default="street")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--recipes", default="tiny,tiny_nonoise,tiny_sem,tiny_nonoise_sem")
+    p.add_argument("--recipes", default="cpu")
     p.add_argument("--pairs", default="random", help="random, smart or random,smart")
-    p.add_argument("--unit-steps", type=int, default=1000)
+    p.add_argument("--unit-steps", type=int, default=None, help="UNIT steps (default: each recipe's preset's)")
     p.add_argument("--seg-steps", type=int, default=600)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -180,6 +182,7 @@ def main() -> None:
                       + (f", content {100 * res['content_miou']:.1f}" if "content_miou" in res else ""), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results, worlds, seeds))
+    print(per_class_table(results, worlds))
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 
@@ -201,6 +204,34 @@ def table(results: list[dict], worlds: list[str], seeds: list[int]) -> str:
                          f"{fmt([r['content_miou'] for r in rows], 100)} | {fmt([r['unit_seconds'] for r in rows], 1, 0)} |")
         lines.append(f"| {w} | real (oracle) | {fmt([ora[s] for s in seeds if s in ora], 100)} | — | — | — |")
     return "\n".join(lines)
+
+
+def per_class_table(results: list[dict], worlds: list[str]) -> str:
+    """Per-class IoU % (mean over seeds) of each row: segmenter on real_val / content (the oracle on the images)."""
+    from s2rcli.data.labels import get_label_space
+
+    def mean(values: list) -> str:
+        values = [v for v in values if v is not None]
+        return f"{100 * sum(values) / len(values):.1f}" if values else "—"
+
+    out = []
+    for w in worlds:
+        rows = [("raw synthetic", [r for r in results if r["kind"] == "raw" and r["world"] == w],
+                 [r for r in results if r["kind"] == "raw_content" and r["world"] == w])]
+        for recipe, pairs in sorted({(r["recipe"], r["pairs"]) for r in results if r["kind"] == "unit" and r["world"] == w}):
+            mine = [r for r in results if r["kind"] == "unit" and r["world"] == w and r["recipe"] == recipe
+                    and r["pairs"] == pairs]
+            rows.append((f"{recipe}, {pairs}", mine, [{"per_class": r["content_per_class"]} for r in mine]))
+        rows.append(("real (oracle)", [r for r in results if r["kind"] == "oracle" and r["world"] == w], []))
+        out += [f"\n{w}: per-class IoU % (mean over seeds), segmenter on real_val / content",
+                "| class | " + " | ".join(name for name, _, _ in rows) + " |", "|---|" + "---|" * len(rows)]
+        for c in get_label_space("cityscapes19").class_names:
+            cells = []
+            for name, seg, content in rows:
+                cell = mean([r["per_class"].get(c) for r in seg])
+                cells.append(cell if not content else f"{cell} / {mean([r['per_class'].get(c) for r in content])}")
+            out.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
