@@ -44,6 +44,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "down1": ("tiny", ["model_kwargs.n_down=1"]),
     "tiny_sem_lr5": ("tiny", ["train.loss.sem=1", "train.lr=5e-4"]),
     "tiny_sem_d32": ("tiny", ["train.loss.sem=1", "model_kwargs.d_channels=32", "model_kwargs.d_layers=4"]),
+    "tiny_sem3": ("tiny", ["train.loss.sem=3"]),
+    "tiny_sem_b2": ("tiny", ["train.loss.sem=1", "train.batch_size=2"]),
     "cpu": ("cpu", []),
 }
 
