@@ -1,4 +1,6 @@
-"""KNN pairing of real and synthetic images by SP-Feat, with use-balancing weights (paper 001 §3.2.2).
+"""KNN pairing of real and synthetic images by SP-Feat, with use-balancing weights.
+
+The rule is that of the UNIT + smart batch paper, section 3.2.2.
 
 Real images are the queries; synthetic images are the candidates.
 

@@ -114,7 +114,10 @@ class SampleObserver(Observer):
 
 
 def smooth(values: list[float], factor: float) -> list[float]:
-    """TensorBoard-style exponential smoothing (paper 001, Fig. 7 uses 0.5), debiased at the start."""
+    """TensorBoard-style exponential smoothing, debiased at the start.
+
+    The UNIT + smart batch paper's Fig. 7 uses a weight of 0.5.
+    """
     out, last, weight = [], 0.0, 0.0
     for v in values:
         last = factor * last + (1 - factor) * v
