@@ -57,6 +57,17 @@ def inception_choice() -> str:
         return "random"
 
 
+def run_state(run_dir: Path, steps: int | None = None) -> str:
+    """``missing``, ``stopped`` (a checkpoint short of ``steps``, default the run's own) or ``finished``."""
+    from s2rcli.checkpoint import load_checkpoint
+
+    latest = run_dir / "checkpoints" / "latest.pt"
+    if not latest.is_file():
+        return "missing"
+    target = steps or json.loads((run_dir / "config.json").read_text())["train"]["steps"]
+    return "finished" if load_checkpoint(latest).get("step", 0) >= target else "stopped"
+
+
 def summary_rows(fid: dict[str, float], content: dict, downstream: dict | None) -> list[tuple[str, str, str, str]]:
     """``(measure, raw, translated, verdict)`` rows of the closing table."""
     rows = []
@@ -120,7 +131,7 @@ def main() -> int:
     s2r = [sys.executable, "-m", "s2rcli"]
     world = out / "world"
     syn, real, val = (f"demo:{world}?split={s}" for s in ("synthetic", "real", "real_val"))
-    seg = ["--model", "fastseg", "--preset", "tiny", "--steps", str(SEG_STEPS), "--size", SIZE, "--seeds", "0"]
+    seg = ["--model", "fastseg", "--preset", "tiny", "--steps", str(SEG_STEPS), "--size", SIZE]
     compare_dir = out / "compare"
     segmenter = compare_dir / "real_s0" / "checkpoints" / "latest.pt"   # the oracle row doubles as content scorer
     unit_run, translated = out / "runs" / "unit_cpu", out / "translated"
@@ -137,13 +148,15 @@ def main() -> int:
                    str(out / "synthetic_spfeat.npz"), "-k", "15", "--out", str(out / "pairs.npz")])
     if not (compare_dir / "real_s0" / "results.json").exists():
         run(s2r + ["segment-eval", "train-and-test", "--train", real, "--test", val, "--out",
-                   str(compare_dir / "real_s0"), "--seed", "0", "--overwrite",
-                   *[a for a in seg if a not in ("--seeds", "0")]])
-    if not (unit_run / "checkpoints" / "latest.pt").exists():
+                   str(compare_dir / "real_s0"), "--seed", "0", "--overwrite", *seg])
+    state = run_state(unit_run, args.steps)
+    if state != "finished":  # a stopped run (Ctrl-C, a kill) continues exactly where it was
+        shutil.rmtree(translated, ignore_errors=True)  # the demo's own outputs of an older UNIT checkpoint
+        shutil.rmtree(compare_dir / "unit_s0", ignore_errors=True)
         steps = ["--steps", str(args.steps)] if args.steps else []
         run(s2r + ["train", "unit", "--preset", "cpu", "--synthetic", syn, "--real", real, "--smart-batch",
                    "--pairs", str(out / "pairs.npz"), "--content-segmenter", str(segmenter), *steps,
-                   "--out", str(unit_run), "--overwrite"])
+                   "--out", str(unit_run), "--resume" if state == "stopped" else "--overwrite"])
     if not (translated / "content.json").exists():
         run(s2r + ["translate", "--checkpoint", str(unit_run), "--input", syn, "--output", str(translated),
                    "--size", SIZE, "--batch-size", "16", "--segmenter", str(segmenter), "--overwrite"])
@@ -159,7 +172,7 @@ def main() -> int:
     downstream = None
     if not args.no_downstream:
         run(s2r + ["segment-eval", "compare", "--synthetic", syn, "--translated", f"unit=folder:{translated}",
-                   "--real-train", real, "--test", val, "--out", str(compare_dir), *seg])
+                   "--real-train", real, "--test", val, "--out", str(compare_dir), "--seeds", "0", *seg])
         downstream = json.loads((compare_dir / "compare.json").read_text())
 
     rows = summary_rows(fid, content, downstream)

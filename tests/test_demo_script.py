@@ -63,3 +63,20 @@ def test_translation_grid_puts_each_input_beside_its_translation(demo, tmp_path)
     assert grid.getpixel((4 + 8 + 4, 2 + 2)) == (0, 255, 255)
     assert grid.getpixel((2 + 4, 2 + 6 + 2)) == (0, 255, 0)        # row 1
     assert not list(tmp_path.glob("*.tmp.png"))
+
+
+def test_run_state_tells_a_stopped_run_from_a_finished_one(demo, tmp_path):
+    import json
+
+    from s2rcli.checkpoint import make_checkpoint, save_checkpoint
+
+    run = tmp_path / "unit"
+    assert demo.run_state(run) == "missing"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"train": {"steps": 4}}))
+    ckpt = dict(model="unit", model_kwargs={}, state_dicts={})
+    save_checkpoint(make_checkpoint(**ckpt, step=2), run / "checkpoints" / "latest.pt")
+    assert demo.run_state(run) == "stopped"          # the demo resumes it rather than translating with it
+    save_checkpoint(make_checkpoint(**ckpt, step=4), run / "checkpoints" / "latest.pt", overwrite=True)
+    assert demo.run_state(run) == "finished"
+    assert demo.run_state(run, steps=6) == "stopped"  # `examples/demo.py --steps 6` asks for more
