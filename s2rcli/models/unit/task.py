@@ -219,15 +219,17 @@ class UNITTrain(TrainConfig):
     loss: dict[str, float] = field(default_factory=lambda: dict(LOSS_WEIGHTS))
 
 
+TINY_NET = UNITConfig(channels=16, n_res=2, d_channels=16, d_layers=3)  # the tiny and cpu presets' networks
+
 PRESETS = {
     "tiny": Preset(
-        UNITConfig(channels=16, n_res=2, d_channels=16, d_layers=3),
+        TINY_NET,
         UNITTrain(size=[64, 128], steps=300, lr=2e-4, checkpoint_every=100, sample_every=50),
     ),
     # The CPU recipe (docs/fidelity.md): the tiny networks plus the semantic-consistency term, 2000 steps at
-    # 64x128, about 8 minutes on 2 CPU cores. Chosen on the street demo world only; checked on dusk.
+    # 64x128, about 9 minutes on 2 CPU cores. Chosen on the street demo world only; checked on dusk.
     "cpu": Preset(
-        UNITConfig(channels=16, n_res=2, d_channels=16, d_layers=3),
+        TINY_NET,
         UNITTrain(size=[64, 128], steps=2000, lr=2e-4, checkpoint_every=500, sample_every=250,
                   loss={**LOSS_WEIGHTS, "sem": 1.0}),
     ),
