@@ -117,6 +117,6 @@ def _require_segmenter(model: str, preset, config, sets, options) -> None:
 def register(app: typer.Typer) -> None:
     app.command(
         "train", no_args_is_help=True,
-        epilog="Example: s2r train unit --preset tiny --synthetic demo:demo?split=synthetic "
+        epilog="Example: s2r train unit --preset cpu --synthetic demo:demo?split=synthetic "
         "--real demo:demo?split=real --out runs/unit --smart-batch --pairs pairs.npz",
     )(train)
