@@ -86,7 +86,8 @@ def _adapt(world, out, steps, *extra, source=None):
     return runner.invoke(app, ["--quiet", "train", "adapt", "--preset", "tiny", "--source", source or world["syn"],
                                "--real", world["real"], "--segmenter", str(world["seg"]), "--size", "32x64",
                                "--batch-size", "2", "--steps", str(steps), "--out", str(out),
-                               "--set", "train.checkpoint_every=1", "--set", "train.log_every=1", *extra])
+                               "--set", "train.checkpoint_every=1", "--set", "train.log_every=1",
+                               "--threads", "1", *extra])  # the module's one thread: exact comparisons
 
 
 def _metrics(run):

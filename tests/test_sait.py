@@ -226,7 +226,8 @@ def train_killed_at(step, model, run_dir, *, options):
 def _sait(world, out, steps, *extra):
     return runner.invoke(app, ["--quiet", "train", "sait", "--preset", "tiny", "--synthetic", world["syn"],
                                "--real", world["real"], "--size", "32x64", "--steps", str(steps), "--out", str(out),
-                               "--set", "train.checkpoint_every=1", "--set", "train.log_every=1", *extra])
+                               "--set", "train.checkpoint_every=1", "--set", "train.log_every=1",
+                               "--threads", "1", *extra])  # the module's one thread: exact comparisons
 
 
 def test_missing_segmenter_is_one_line_exit_1_and_touches_nothing(world, tmp_path):

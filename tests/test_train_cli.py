@@ -19,6 +19,7 @@ from s2rcli.checkpoint import load_checkpoint
 from s2rcli.models import model_from_checkpoint
 from s2rcli.training.config import parse_size, resolve_config
 from s2rcli.data.pair_source import PairDataSource
+from s2rcli.training.loop import Observer
 from s2rcli.training.runner import train_run
 
 from toy_task import MemoryDataset, write_folder_world, one_torch_thread  # noqa: F401 (autouse fixture)
@@ -137,6 +138,42 @@ def test_resume_continues_the_same_losses(world, tmp_path):
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "latest.pt")["state_dicts"]["G_ema"]
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")["state_dicts"]["G_ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_recorded(world, tmp_path, monkeypatch):
+    # CPU results depend on the thread count, so a resume takes the run's own count, not the load-based default
+    import s2rcli.utils.threads as threads
+
+    opts = ["--preset", "tiny", "--synthetic", world["synthetic"], "--real", world["real"], "--size", "32x48",
+            "--set", "train.sample_every=1000", "--set", "train.batch_size=2"]
+    first = runner.invoke(app, ["--quiet", "train", "unit", *opts, "--steps", "1", "--threads", "1",
+                                "--out", str(tmp_path / "run")])
+    assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == 1
+
+    seen = []
+
+    class Threads(Observer):
+        def on_step_end(self, state, terms):
+            seen.append(torch.get_num_threads())
+
+    monkeypatch.setattr(threads, "default_threads", lambda *a, **k: 2)  # a quieter machine now
+    state = train_run("unit", tmp_path / "run", resume=True, options={"train.steps": 2}, extra_observers=[Threads()])
+    assert state.step == 2 and seen == [1]
+    assert load_checkpoint(tmp_path / "run")["config"]["threads"] == 1
+    before = torch.get_num_threads()
+    again = runner.invoke(app, ["train", "unit", "--out", str(tmp_path / "run"), "--resume", "--steps", "3"])
+    assert again.exit_code == 0, again.output
+    assert "bit for bit" not in again.output and load_checkpoint(tmp_path / "run")["config"]["threads"] == 1
+    forced = runner.invoke(app, ["train", "unit", "--out", str(tmp_path / "run"), "--resume", "--steps", "4",
+                                 "--threads", "2"])
+    assert forced.exit_code == 0, forced.output
+    assert "trained with 1 CPU threads and resumes with 2" in " ".join(forced.output.split())
+    assert load_checkpoint(tmp_path / "run")["config"]["threads"] == 2
+    assert torch.get_num_threads() == before  # the caller's setting is restored
+    fresh = runner.invoke(app, ["--quiet", "train", "unit", *opts, "--steps", "1", "--out", str(tmp_path / "new")])
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["threads"] == 2  # the default for a new run
 
 
 def test_data_source_is_deterministic_with_workers_and_resumes_at_consumed_position():

@@ -14,7 +14,7 @@ from ..models.config import field_names
 from ..training.config import parse_size, resolve_config
 from ..training.content import ContentObserver
 from ..training.runner import train_run
-from ..utils.threads import THREADS_HELP, torch_threads
+from ..utils.threads import THREADS_HELP, resolve_threads
 
 
 def train(
@@ -43,7 +43,7 @@ def train(
     amp: Optional[str] = typer.Option(None, "--amp", metavar="bf16|fp16", help="Mixed precision on CUDA: bf16 or fp16."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Micro-batches accumulated per update."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Data loading worker processes."),
-    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", metavar="N", help=THREADS_HELP + " With --resume: the count the run recorded (config.json: threads), because CPU results depend on it and a resume continues bit for bit."),
     content_segmenter: Optional[str] = typer.Option(
         None, "--content-segmenter", metavar="CKPT",
         help="Content preservation while training: a segmenter trained on real images segments the translations "
@@ -92,9 +92,10 @@ def train(
         if entry.kind != "translation":
             raise S2RError("--content-segmenter is for translation models", hint=f"{model} is a {entry.kind}")
         extra.append(ContentObserver(Path(out), content_segmenter))  # measures every train.sample_every steps
-    with torch_threads(threads):
-        state = train_run(model, out, preset=preset, config_file=config, sets=sets, options=options,
-                          resume=resume, overwrite=overwrite, dry_run=dry_run, extra_observers=extra)
+    # a new run takes the free cores (--threads' rule); a resumed one the count it recorded
+    state = train_run(model, out, preset=preset, config_file=config, sets=sets, options=options,
+                      resume=resume, overwrite=overwrite, dry_run=dry_run, extra_observers=extra,
+                      threads=threads if resume else resolve_threads(threads))
     if state is None:
         return
     if state.status == "interrupted":

@@ -415,9 +415,13 @@ def train_run(
     device: torch.device | None = None,
     data: dict[str, Any] | None = None,
     extra_observers: Iterable[Observer] = (),
+    threads: int | None = None,
 ) -> TrainState | None:
     """``s2r train`` as a function: resolve the config, prepare the run folder, train.
 
+    ``threads``: torch's CPU threads for the run (restored afterwards). ``None``: a new run keeps the
+    process's setting, a resumed run takes the count it recorded, because results on a CPU depend
+    on it (a different count sums in another order), and a resume should continue bit for bit.
     Under ``torchrun`` each process joins the group; rank 0 alone writes files.
     Returns the final :class:`TrainState` (``None`` for a dry run).
     """
@@ -449,7 +453,10 @@ def train_run(
         device = torch.device("cuda", dist.local_rank)
     if ckpt is None:
         cfg = resolve_fast_path(cfg, device)  # what "automatic" means on this machine, recorded in config.json
+    previous_threads = torch.get_num_threads()
+    cfg = {**cfg, "threads": run_threads(cfg, threads, resumed=ckpt is not None)}
     try:
+        torch.set_num_threads(cfg["threads"])
         if dist.is_main:
             if overwrite:
                 clear_run_dir(run_dir)
@@ -466,5 +473,18 @@ def train_run(
                              extra_observers=extra_observers)
         barrier()
     finally:
+        torch.set_num_threads(previous_threads)
         cleanup()
     return state
+
+
+def run_threads(cfg: Mapping[str, Any], threads: int | None, *, resumed: bool) -> int:
+    """The CPU thread count a run trains with (see :func:`train_run`); warns when a resume changes it."""
+    recorded = cfg.get("threads") if resumed else None
+    chosen = int(threads) if threads is not None else int(recorded or torch.get_num_threads())
+    if chosen < 1:
+        raise S2RError(f"--threads {chosen}: at least 1 thread is needed", hint="omit --threads for the default")
+    if recorded and chosen != int(recorded):
+        warn(f"this run trained with {recorded} CPU threads and resumes with {chosen}: results on a CPU depend "
+             f"on the thread count, so it no longer continues bit for bit (omit --threads to keep {recorded})")
+    return chosen
