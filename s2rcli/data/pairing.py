@@ -157,18 +157,42 @@ class NearestSynthetic:
             out[start:start + step] = (rows[start:start + step] - self.mean) @ self.basis
         return out
 
+    @property
+    def _sq64(self) -> np.ndarray:
+        """Each synthetic vector's squared length in float64 (made once, a block of rows at a time)."""
+        if getattr(self, "_sq64_cache", None) is None:
+            s32 = torch.from_numpy(self.synthetic)
+            out = np.empty(self.n, np.float64)
+            step = max(1, EXACT_BUDGET // (8 * max(1, self.synthetic.shape[1])))
+            for start in range(0, self.n, step):
+                block = s32[start:start + step].double()
+                out[start:start + step] = (block * block).sum(1).numpy()
+            self._sq64_cache = out
+        return self._sq64_cache
+
+    def _gather64(self, cols: np.ndarray) -> torch.Tensor:
+        """Synthetic rows ``cols`` in float64: gathered from the float32 vectors, then widened (exactly),
+        so no float64 copy of every vector is kept and half the bytes are gathered. The result lives in
+        buffers reused by the next call (fresh memory for each batch cost more than the gathering)."""
+        n, d = len(cols), self.synthetic.shape[1]
+        if getattr(self, "_buffers", None) is None or self._buffers[0].shape[0] < n:
+            self._buffers = (torch.empty((max(n, 1024), d), dtype=torch.float32),
+                             torch.empty((max(n, 1024), d), dtype=torch.float64))
+        b32, b64 = self._buffers[0][:n], self._buffers[1][:n]
+        torch.index_select(torch.from_numpy(self.synthetic), 0, torch.from_numpy(cols), out=b32)
+        return b64.copy_(b32)
+
     def _float64(self) -> torch.Tensor:
-        """The synthetic vectors in float64 (made once; exact distances read them)."""
+        """All the synthetic vectors in float64, for the searches that measure every column (made once,
+        only when one does)."""
         if getattr(self, "_s64", None) is None:
             self._s64 = torch.from_numpy(self.synthetic).double()
-            self._sq64 = (self._s64 * self._s64).sum(1).numpy()
         return self._s64
 
     def exact_sq(self, rows: np.ndarray, which: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Squared distances, float64, between ``rows[which[p]]`` (float64) and synthetic ``cols[p]``
         for each pair p, ``which`` sorted: ``|q|^2 + |s|^2 - 2 q.s``, each row's dot products one
         float64 matrix-vector product over its gathered candidates (error about 1e-14)."""
-        s64 = self._float64()
         out = np.empty(len(cols), np.float64)
         if not len(cols):
             return out
@@ -181,7 +205,7 @@ class NearestSynthetic:
             end_row = int(np.searchsorted(bounds, bounds[start_row] + per_batch, side="right")) - 1
             end_row = min(len(rows), max(end_row, start_row + 1))
             lo, hi = int(bounds[start_row]), int(bounds[end_row])
-            gathered = s64.index_select(0, torch.from_numpy(cols[lo:hi]))
+            gathered = self._gather64(cols[lo:hi])
             dots = torch.empty(hi - lo, dtype=torch.float64)
             for i in range(start_row, end_row):
                 a, b = int(bounds[i]) - lo, int(bounds[i + 1]) - lo
@@ -247,13 +271,20 @@ class NearestSynthetic:
         # 1. A first set of candidates: the rows' lowest bounds, under a threshold read off an evenly spaced
         #    sample of the columns (a top-k over every column would cost more than the scores themselves).
         stride = max(1, self.n // 4096)
-        sample = bound[:, ::stride]
-        threshold = sample.kthvalue(min(-(-want // stride) + 1, sample.shape[1]), dim=1).values
-        which, cols = (t.numpy() for t in (bound <= threshold[:, None]).nonzero(as_tuple=True))
+        sample = bound[:, ::stride].contiguous()
+        threshold = _kth_smallest(sample, min(-(-want // stride) + 1, sample.shape[1]))
+        which, cols = _at_most(bound, threshold)
         short = np.flatnonzero(np.bincount(which, minlength=c) < m)
         if len(short):  # too few under the sampled threshold: these rows take their m lowest bounds (and ties)
-            threshold[short] = bound[short].kthvalue(m, dim=1).values
-            which, cols = (t.numpy() for t in (bound <= threshold[:, None]).nonzero(as_tuple=True))
+            rows_short = torch.from_numpy(short)
+            part = bound.index_select(0, rows_short)
+            threshold[rows_short] = _kth_smallest(part, m)
+            more_which, more_cols = _at_most(part, threshold[rows_short])
+            keep = ~np.isin(which, short)
+            which = np.concatenate([which[keep], short[more_which]])
+            cols = np.concatenate([cols[keep], more_cols])
+            order = np.argsort(which, kind="stable")
+            which, cols = which[order], cols[order]
         # 2. Their exact distances bound each row's m-th nearest from above ...
         exact = self._exact_union(rows64, which, cols)
         order = np.lexsort((exact, which))
@@ -262,9 +293,10 @@ class NearestSynthetic:
         # 3. ... so the m nearest lie among the columns whose lower bound is below it: measure those not
         #    measured yet, and rank them all.
         limit = torch.from_numpy(tau).float() + slack - q_sq
-        more_which, more_cols = (bound <= limit[:, None]).nonzero(as_tuple=True)
-        new = (bound[more_which, more_cols] > threshold[more_which]).numpy()
-        more_which, more_cols = more_which.numpy()[new], more_cols.numpy()[new]
+        more_which, more_cols = _at_most(bound, limit)
+        new = (bound.view(-1)[torch.from_numpy(more_which * self.n + more_cols)]
+               > threshold[torch.from_numpy(more_which)]).numpy()
+        more_which, more_cols = more_which[new], more_cols[new]
         if (len(more_cols) + len(cols)) * 16 > c * self.n:  # the projection hardly prunes these: measure all
             return self._dense_chunk(rows64, m)
         more = self._exact_union(rows64, more_which, more_cols)
@@ -276,11 +308,10 @@ class NearestSynthetic:
         gathered once and multiplied with all the rows (similar rows share most of their columns)."""
         if not len(cols):
             return np.zeros(0, np.float64)
-        s64 = self._float64()
         union, position = np.unique(cols, return_inverse=True)
         if len(union) * len(rows64) > 8 * len(cols):  # little sharing: one row at a time
             return self.exact_sq(rows64, which, cols)
-        dots = torch.from_numpy(rows64) @ s64.index_select(0, torch.from_numpy(union)).T  # c x |union|
+        dots = torch.from_numpy(rows64) @ self._gather64(union).T  # c x |union|
         sq = np.einsum("ij,ij->i", rows64, rows64)[which] + self._sq64[cols] - 2.0 * dots.numpy()[which, position]
         return np.maximum(sq, 0.0)
 
@@ -367,6 +398,18 @@ def _greedy_fill(edge_rows: np.ndarray, edge_d: np.ndarray, edge_j: np.ndarray, 
             chosen[i, n], chosen_d[i, n] = jj, dd
             count[i] = n + 1
             uses[jj] += 1
+
+
+def _kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's k-th smallest value (a top-k: several times faster than ``kthvalue`` here)."""
+    return scores.topk(k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+
+
+def _at_most(scores: torch.Tensor, limit: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the entries of the contiguous c x n ``scores`` at most their row's ``limit``, in
+    row-major order (numpy's flat search: several times faster than a 2-D ``nonzero``)."""
+    flat = np.flatnonzero((scores <= limit[:, None]).numpy())
+    return flat // scores.shape[1], flat % scores.shape[1]
 
 
 def _similar_groups(points: np.ndarray, size: int) -> list[np.ndarray]:
