@@ -46,6 +46,11 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "tiny_sem_d32": ("tiny", ["train.loss.sem=1", "model_kwargs.d_channels=32", "model_kwargs.d_layers=4"]),
     "tiny_sem3": ("tiny", ["train.loss.sem=3"]),
     "tiny_sem_b2": ("tiny", ["train.loss.sem=1", "train.batch_size=2"]),
+    # 2.5x the steps (about 25 min on 2 cores), the learning rate halved every 2500 steps
+    "tiny_sem3_long": ("tiny", ["train.loss.sem=3", "train.steps=5000", "train.lr_step=2500"]),
+    # residual decoders (model_kwargs.skip): the source image passes through, the network learns the change
+    "tiny_sem_skip": ("tiny", ["train.loss.sem=1", "model_kwargs.skip=true"]),
+    "tiny_sem3_skip": ("tiny", ["train.loss.sem=3", "model_kwargs.skip=true"]),
     "cpu": ("cpu", []),
 }
 

@@ -212,3 +212,28 @@ def test_cpu_preset_is_the_tiny_network_with_semantic_consistency():
     task = _task("cpu")  # the preset builds a task whose generator is trained against the aux segmenter
     assert [p.name for p in task.phases] == ["S", "D", "G"]
     assert "sem" in task.loss("G", next(iter(task.data)), 0)
+
+
+def test_residual_decoders_start_as_the_identity_and_learn_a_change():
+    net = create_model("unit", **SMALL, skip=True).eval()
+    x = _x() * 0.99  # (values past +-0.999 are clamped before atanh)
+    for direction in ("a2b", "b2a"):  # zero last convolutions: tanh(atanh(x)) = x
+        torch.testing.assert_close(net.translate(x, direction), x, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="source image"):
+        net.G.decode(net.G.encode(x, "a"), "b")
+    plain = create_model("unit", **SMALL)
+    assert not torch.allclose(plain.translate(x), x, atol=0.1)  # the paper's decoder does not start there
+    # the generator terms train the residual: the last convolution gets a gradient, and a step moves off x
+    cfg = preset_defaults("unit", "tiny")
+    cfg["data"].update(synthetic="mem", real="mem", size=[32, 48])
+    cfg["train"]["batch_size"] = 2
+    torch.manual_seed(0)
+    net = create_model("unit", **SMALL, skip=True)
+    task = build_task(net, cfg, {"synthetic": MemoryDataset(3), "real": MemoryDataset(3, seed=1)}, DistInfo(), "cpu")
+    batch = next(iter(task.data))
+    terms = task.loss("G", batch, 0)
+    terms["loss"].backward()
+    last = net.G.dec["b"][-1][0]
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+    task.optimizers["G"].step()
+    assert not torch.allclose(net.eval().translate(batch["a"]), batch["a"], atol=1e-4)

@@ -17,6 +17,13 @@ Architecture:
   blocks are shared by both domains (``share=True``): that is what ties the two
   latent spaces together;
 * one multi-scale PatchGAN discriminator per domain (LSGAN by default).
+
+``skip=True`` (an s2r option, off in the paper presets) makes each decoder a residual one: it
+returns ``tanh(f(z) + atanh(x))``, where ``x`` is the image that was encoded and ``f(z)`` the
+decoder's last convolution, zero at the start. A translation then starts as the identity and
+learns only what changes between the domains; the fine detail the 1/4-resolution latent cannot
+carry (lane marks, poles, small objects) passes through from the source image. Measured in
+docs/fidelity.md.
 """
 
 from __future__ import annotations
@@ -30,18 +37,20 @@ from ...errors import S2RError
 from ..blocks import ConvBlock, MultiScaleDiscriminator, ResBlock, UpBlock, init_weights
 
 DOMAINS = ("a", "b")
+SKIP_CLAMP = 0.999  # |x| limit before atanh in residual decoders (atanh(0.999) = 3.8)
 DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
 
 class UNITGenerator(nn.Module):
     """Both domains' encoders and decoders; ``encode(x, d)`` and ``decode(z, d)``."""
 
-    def __init__(self, channels: int = 64, n_down: int = 2, n_res: int = 4, n_shared: int = 1, share: bool = True):
+    def __init__(self, channels: int = 64, n_down: int = 2, n_res: int = 4, n_shared: int = 1, share: bool = True,
+                 skip: bool = False):
         super().__init__()
         if not 0 <= n_shared <= n_res:
             raise ValueError(f"n_shared must be in [0, n_res={n_res}], got {n_shared}")
         latent = channels * 2 ** n_down
         self.latent_channels = latent
-        self.share = share
+        self.share, self.skip = share, skip
 
         def encoder_head() -> nn.Sequential:
             layers: list[nn.Module] = [ConvBlock(3, channels, 7, norm="in", act="relu")]
@@ -58,7 +67,7 @@ class UNITGenerator(nn.Module):
             for _ in range(n_down):
                 layers.append(UpBlock(ch, ch // 2, 5, norm="ln", act="relu"))
                 ch //= 2
-            layers.append(ConvBlock(ch, 3, 7, norm="none", act="tanh"))
+            layers.append(ConvBlock(ch, 3, 7, norm="none", act="none" if skip else "tanh"))
             return nn.Sequential(*layers)
 
         def shared_blocks() -> nn.Sequential:
@@ -80,8 +89,23 @@ class UNITGenerator(nn.Module):
         """The latent mean ``h`` (the VAE's code before noise)."""
         return self._part(self.enc_shared, domain)(self.enc[domain](x))
 
-    def decode(self, z: torch.Tensor, domain: str) -> torch.Tensor:
-        return self.dec[domain](self._part(self.dec_shared, domain)(z))
+    def decode(self, z: torch.Tensor, domain: str, source: torch.Tensor | None = None) -> torch.Tensor:
+        """The image of code ``z`` in ``domain``; a residual decoder (``skip``) adds it to ``source``, the
+        image that was encoded into ``z``."""
+        out = self.dec[domain](self._part(self.dec_shared, domain)(z))
+        if not self.skip:
+            return out
+        if source is None:
+            raise ValueError("a residual (skip) decoder needs the source image")
+        return torch.tanh(out + torch.atanh(source.clamp(-SKIP_CLAMP, SKIP_CLAMP)))
+
+    def zero_residuals(self) -> None:
+        """Residual decoders start as the identity: their last convolution is zero."""
+        if self.skip:
+            for d in DOMAINS:
+                last = self.dec[d][-1][0]
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
 
 class UNIT(nn.Module):
@@ -93,9 +117,10 @@ class UNIT(nn.Module):
     input_kind = "image"
 
     def __init__(self, channels: int, n_down: int, n_res: int, n_shared: int, share: bool,
-                 d_channels: int, d_layers: int, d_scales: int):
+                 d_channels: int, d_layers: int, d_scales: int, skip: bool = False):
         super().__init__()
-        self.G = init_weights(UNITGenerator(channels, n_down, n_res, n_shared, share), "kaiming")
+        self.G = init_weights(UNITGenerator(channels, n_down, n_res, n_shared, share, skip), "kaiming")
+        self.G.zero_residuals()
         self.D = nn.ModuleDict({
             d: init_weights(MultiScaleDiscriminator(3, d_channels, d_layers, d_scales, norm="none"), "gaussian")
             for d in DOMAINS
@@ -106,7 +131,7 @@ class UNIT(nn.Module):
     def translate(self, x: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
         """Translate ``x`` (Bx3xHxW in [-1, 1], H and W multiples of ``stride``) with ``z = h``."""
         src, dst = _direction(direction)
-        return self.G.decode(self.G.encode(x, src), dst)
+        return self.G.decode(self.G.encode(x, src), dst, x)
 
     def load_s2r_state_dicts(self, state_dicts: dict[str, Any], prefer_ema: bool = True) -> None:
         key = "G_ema" if prefer_ema and "G_ema" in state_dicts else "G"

@@ -118,7 +118,7 @@ class UNITLoss:
     def s_terms(self, x_a: torch.Tensor, y_a: torch.Tensor) -> dict[str, torch.Tensor]:
         """The auxiliary segmenter learns the synthetic labels on the synthetic images and their translations."""
         with torch.no_grad():
-            x_ab = self.G.decode(self._sample(self.G.encode(x_a, "a")), "b")
+            x_ab = self.G.decode(self._sample(self.G.encode(x_a, "a")), "b", x_a)
         ce_a = cross_entropy(self.segmenter(x_a), y_a, ignore_index=IGNORE_INDEX)
         ce_ab = cross_entropy(self.segmenter(x_ab), y_a, ignore_index=IGNORE_INDEX)
         return {"loss": ce_a + ce_ab, "ce_a": ce_a, "ce_ab": ce_ab}
@@ -127,7 +127,7 @@ class UNITLoss:
         G, D = self.G, self.D
         with torch.no_grad():
             h_a, h_b = G.encode(x_a, "a"), G.encode(x_b, "b")
-            x_ba, x_ab = G.decode(self._sample(h_b), "a"), G.decode(self._sample(h_a), "b")
+            x_ba, x_ab = G.decode(self._sample(h_b), "a", x_b), G.decode(self._sample(h_a), "b", x_a)
         adv_a = gan.d_loss(self.gan_mode, D["a"](x_a), D["a"](x_ba))
         adv_b = gan.d_loss(self.gan_mode, D["b"](x_b), D["b"](x_ab))
         gan_total = adv_a + adv_b
@@ -137,10 +137,10 @@ class UNITLoss:
         G, D, w = self.G, self.D, self.w
         h_a, h_b = G.encode(x_a, "a"), G.encode(x_b, "b")
         z_a, z_b = self._sample(h_a), self._sample(h_b)
-        x_aa, x_bb = G.decode(z_a, "a"), G.decode(z_b, "b")        # within-domain reconstruction
-        x_ba, x_ab = G.decode(z_b, "a"), G.decode(z_a, "b")        # translation
-        h_ba, h_ab = G.encode(x_ba, "a"), G.encode(x_ab, "b")      # re-encode the translations
-        x_aba, x_bab = G.decode(self._sample(h_ab), "a"), G.decode(self._sample(h_ba), "b")  # cycle
+        x_aa, x_bb = G.decode(z_a, "a", x_a), G.decode(z_b, "b", x_b)    # within-domain reconstruction
+        x_ba, x_ab = G.decode(z_b, "a", x_b), G.decode(z_a, "b", x_a)    # translation
+        h_ba, h_ab = G.encode(x_ba, "a"), G.encode(x_ab, "b")            # re-encode the translations
+        x_aba, x_bab = G.decode(self._sample(h_ab), "a", x_ab), G.decode(self._sample(h_ba), "b", x_ba)  # cycle
 
         terms = {
             "recon_x": F.l1_loss(x_aa, x_a) + F.l1_loss(x_bb, x_b),
@@ -179,8 +179,8 @@ class UNITTask(TrainTask):
         rows = []
         for src, dst in (("a", "b"), ("b", "a")):
             x = batch[src]
-            y = G.decode(G.encode(x, src), dst)
-            back = G.decode(G.encode(y, dst), src)
+            y = G.decode(G.encode(x, src), dst, x)
+            back = G.decode(G.encode(y, dst), src, y)
             for i in range(x.shape[0]):
                 rows += [x[i], y[i], back[i]]
         G.train(was_training)
@@ -200,6 +200,7 @@ class UNITConfig:
     d_channels: int = 64    # discriminator width
     d_layers: int = 4       # discriminator depth
     d_scales: int = 3       # multi-scale discriminator scales
+    skip: bool = False      # residual decoders: tanh(f(z) + atanh(source)), the identity at the start
 
 
 @dataclass
