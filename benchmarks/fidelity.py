@@ -116,10 +116,12 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
         train_run("unit", unit_run, preset=preset, sets=sets, options=options, overwrite=True,
                   device=torch.device(device))
     unit_seconds = time.perf_counter() - t_train
-    translated = out_p / "translated" / tag
+    size = args["translate_size"]
+    translated_tag = tag if size is None else f"{tag}_{size[0]}x{size[1]}"
+    translated = out_p / "translated" / translated_tag
     if not (translated / "manifest.json").is_file():
-        translate_dataset(unit_run, syn, translated, overwrite=True, device=torch.device(device))
-    res = _segmenter(out_p, tag, [f"folder:{translated}"], val, seed, args["seg_steps"], device)
+        translate_dataset(unit_run, syn, translated, size=size, overwrite=True, device=torch.device(device))
+    res = _segmenter(out_p, translated_tag, [f"folder:{translated}"], val, seed, args["seg_steps"], device)
     content = score_generated(str(translated), syn, out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt",
                               device=device)
     return {"kind": "unit", "world": world, "seed": seed, "recipe": recipe, "pairs": "smart" if pairs else "random",
@@ -137,6 +139,8 @@ def main() -> None:
     p.add_argument("--pairs", default="random", help="random, smart or random,smart")
     p.add_argument("--unit-steps", type=int, default=None, help="UNIT steps (default: each recipe's preset's)")
     p.add_argument("--seg-steps", type=int, default=600)
+    p.add_argument("--translate-size", default=None,
+                   help="HxW to translate at, e.g. 64x128 (UNIT's training size); default: the worlds' own size")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -146,7 +150,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     recipes = [r for r in args.recipes.split(",") if r]
     modes = [m for m in args.pairs.split(",") if m]
-    shared = {"device": args.device, "unit_steps": args.unit_steps, "seg_steps": args.seg_steps}
+    size = tuple(int(v) for v in args.translate_size.lower().split("x")) if args.translate_size else None
+    shared = {"device": args.device, "unit_steps": args.unit_steps, "seg_steps": args.seg_steps,
+              "translate_size": size}
     t0 = time.perf_counter()
 
     from s2rcli.console import settings
