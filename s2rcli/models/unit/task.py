@@ -227,12 +227,13 @@ PRESETS = {
         TINY_NET,
         UNITTrain(size=[64, 128], steps=300, lr=2e-4, checkpoint_every=100, sample_every=50),
     ),
-    # The CPU recipe (docs/fidelity.md): the tiny networks plus the semantic-consistency term, 2000 steps at
-    # 64x128, about 9 minutes on 2 CPU cores. Chosen on the street demo world only; checked on dusk.
+    # The CPU recipe (docs/fidelity.md): the tiny networks plus the semantic-consistency term at weight 3,
+    # 2000 steps at 64x128, about 9 minutes on 2 CPU cores. Chosen on the street demo world only; checked
+    # on dusk.
     "cpu": Preset(
         TINY_NET,
         UNITTrain(size=[64, 128], steps=2000, lr=2e-4, checkpoint_every=500, sample_every=250,
-                  loss={**LOSS_WEIGHTS, "sem": 1.0}),
+                  loss={**LOSS_WEIGHTS, "sem": 3.0}),
     ),
     "paper": Preset(
         UNITConfig(),
