@@ -18,12 +18,13 @@ Architecture:
   latent spaces together;
 * one multi-scale PatchGAN discriminator per domain (LSGAN by default).
 
-``skip=True`` (an s2r option, off in the paper presets) makes each decoder a residual one: it
+``skip=True`` (an s2r option, not in the paper) makes each decoder a residual one: it
 returns ``tanh(f(z) + atanh(x))``, where ``x`` is the image that was encoded and ``f(z)`` the
 decoder's last convolution, zero at the start. A translation then starts as the identity and
 learns only what changes between the domains; the fine detail the 1/4-resolution latent cannot
-carry (lane marks, poles, small objects) passes through from the source image. Measured in
-docs/fidelity.md.
+carry (lane marks, poles, small objects) passes through from the source image. In a 300-step
+tiny run on the street demo world it did not help (docs/fidelity.md, ablations): the
+translations stayed close to the identity. It is off in every preset.
 """
 
 from __future__ import annotations
