@@ -152,7 +152,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     recipes = [r for r in args.recipes.split(",") if r]
     modes = [m for m in args.pairs.split(",") if m]
-    size = tuple(int(v) for v in args.translate_size.lower().split("x")) if args.translate_size else None
+    from s2rcli.utils.sizes import parse_size
+
+    size = parse_size(args.translate_size)
     shared = {"device": args.device, "unit_steps": args.unit_steps, "seg_steps": args.seg_steps,
               "translate_size": size}
     t0 = time.perf_counter()
