@@ -8,7 +8,8 @@ segmenter trained on the raw synthetic images and on the labelled real images
 (the oracle); the gap closed is ``(mIoU_x - mIoU_raw) / (mIoU_oracle - mIoU_raw)``
 per seed. It also reports the content-preservation score of each translation
 (an oracle segmenter's mIoU against the synthetic labels the images were made
-from) and per-class IoU.
+from), its FID against the world's real images (fixed random features at
+64x128, the protocol of docs/fidelity.md) and per-class IoU.
 
 Jobs run in parallel worker processes (``--jobs``), one torch thread each, so a
 machine with many cores (or a GPU) runs the whole grid at once::
@@ -50,6 +51,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "tiny_sem_b2": ("tiny", ["train.loss.sem=1", "train.batch_size=2"]),
     # 2.5x the steps (about 25 min on 2 cores), the learning rate halved every 2500 steps
     "tiny_sem3_long": ("tiny", ["train.loss.sem=3", "train.steps=5000", "train.lr_step=2500"]),
+    # crops at up to twice the frame-covering scale: UNIT also sees objects at the size it translates them at
+    "tiny_sem3_jit1": ("tiny", ["train.loss.sem=3", "data.scale_jitter=1.0"]),
     # residual decoders (model_kwargs.skip): the source image passes through, the network learns the change
     "tiny_sem_skip": ("tiny", ["train.loss.sem=1", "model_kwargs.skip=true"]),
     "tiny_sem3_skip": ("tiny", ["train.loss.sem=3", "model_kwargs.skip=true"]),
@@ -78,6 +81,14 @@ def _segmenter(out: Path, tag: str, train: list[str], val: str, seed: int, steps
                           device=device)
 
 
+def _fid(images: str, real: str, device: str) -> float:
+    """FID of ``images`` against the world's real images: the docs' protocol (fixed random features, 64x128)."""
+    from s2rcli.metrics.fid import compare, random_extractor
+
+    return compare(images, [("real", real)], extractor=random_extractor(0), size=(64, 128),
+                   device=device)["results"][0]["fid"]
+
+
 def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: bool, args: dict) -> dict:
     """One cell of the grid, in its own process."""
     import torch
@@ -97,7 +108,8 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
         content = score_generated(syn, syn, out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt",
                                   device=device)
         return {"kind": kind, "world": world, "seed": seed, "miou": content["scores"]["miou"],
-                "per_class": content["scores"]["per_class_iou"], "seconds": time.perf_counter() - t0}
+                "per_class": content["scores"]["per_class_iou"], "fid": _fid(syn, real, device),
+                "seconds": time.perf_counter() - t0}
     if kind in ("raw", "oracle"):
         res = _segmenter(out_p, f"{world}_{kind}_s{seed}", [syn if kind == "raw" else real], val, seed,
                          args["seg_steps"], device)
@@ -129,7 +141,7 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
     return {"kind": "unit", "world": world, "seed": seed, "recipe": recipe, "pairs": "smart" if pairs else "random",
             "miou": res["scores"]["miou"], "per_class": res["scores"]["per_class_iou"],
             "content_miou": content["scores"]["miou"], "content_per_class": content["scores"]["per_class_iou"],
-            "unit_seconds": unit_seconds, "seconds": time.perf_counter() - t0}
+            "fid": _fid(str(translated), real, device), "unit_seconds": unit_seconds, "seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -204,13 +216,15 @@ def main() -> None:
 
 
 def table(results: list[dict], worlds: list[str], seeds: list[int]) -> str:
-    lines = ["| world | training set | mIoU % | gap closed % | content mIoU % | UNIT s |", "|---|---|---|---|---|---|"]
+    lines = ["| world | training set | mIoU % | gap closed % | content mIoU % | FID vs real | UNIT s |",
+             "|---|---|---|---|---|---|---|"]
     for w in worlds:
         raw = {r["seed"]: r["miou"] for r in results if r["kind"] == "raw" and r["world"] == w}
         ora = {r["seed"]: r["miou"] for r in results if r["kind"] == "oracle" and r["world"] == w}
         raw_content = [r["miou"] for r in results if r["kind"] == "raw_content" and r["world"] == w]
+        raw_fid = [r["fid"] for r in results if r["kind"] == "raw_content" and r["world"] == w and "fid" in r]
         lines.append(f"| {w} | raw synthetic | {fmt([raw[s] for s in seeds if s in raw], 100)} | — | "
-                     f"{fmt(raw_content, 100)} | — |")
+                     f"{fmt(raw_content, 100)} | {fmt(raw_fid, 1, 2)} | — |")
         keys = sorted({(r["recipe"], r["pairs"]) for r in results if r["kind"] == "unit" and r["world"] == w})
         for recipe, pairs in keys:
             rows = [r for r in results if r["kind"] == "unit" and r["world"] == w and r["recipe"] == recipe
@@ -218,8 +232,10 @@ def table(results: list[dict], worlds: list[str], seeds: list[int]) -> str:
             gaps = [(r["miou"] - raw[r["seed"]]) / (ora[r["seed"]] - raw[r["seed"]]) for r in rows
                     if r["seed"] in raw and r["seed"] in ora]
             lines.append(f"| {w} | {recipe}, {pairs} | {fmt([r['miou'] for r in rows], 100)} | {fmt(gaps, 100)} | "
-                         f"{fmt([r['content_miou'] for r in rows], 100)} | {fmt([r['unit_seconds'] for r in rows], 1, 0)} |")
-        lines.append(f"| {w} | real (oracle) | {fmt([ora[s] for s in seeds if s in ora], 100)} | — | — | — |")
+                         f"{fmt([r['content_miou'] for r in rows], 100)} | "
+                         f"{fmt([r['fid'] for r in rows if 'fid' in r], 1, 2)} | "
+                         f"{fmt([r['unit_seconds'] for r in rows], 1, 0)} |")
+        lines.append(f"| {w} | real (oracle) | {fmt([ora[s] for s in seeds if s in ora], 100)} | — | — | — | — |")
     return "\n".join(lines)
 
 
