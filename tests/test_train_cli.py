@@ -96,7 +96,8 @@ def test_train_writes_the_run_folder_and_learns(world, tmp_path):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "unit", "--synthetic", world["synthetic"], "--real", world["real"],
                                  "--out", str(out), "--steps", "20", *FAST, "--set", "train.log_every=5",
-                                 "--set", "train.sample_every=10", "--set", "train.checkpoint_every=10"])
+                                 "--set", "train.sample_every=10", "--set", "train.checkpoint_every=10",
+                                 "--set", "train.keep_every=15"])
     assert result.exit_code == 0, result.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train"]["steps"] == 20 and cfg["data"]["size"] == [32, 64]
@@ -107,6 +108,11 @@ def test_train_writes_the_run_folder_and_learns(world, tmp_path):
     assert (out / "losses.png").stat().st_size > 1000
     ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert ckpt["step"] == 20 and set(ckpt["state_dicts"]) == {"G", "D", "G_ema"} and ckpt["config"] == cfg
+    # keep_every=15 keeps the step-15 snapshot beside latest.pt (a step that is no checkpoint_every multiple)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest.pt", "step_000015.pt"]
+    kept = load_checkpoint(out / "checkpoints" / "step_000015.pt")
+    name = next(iter(ckpt["state_dicts"]["G"]))
+    assert kept["step"] == 15 and not torch.equal(kept["state_dicts"]["G"][name], ckpt["state_dicts"]["G"][name])
     model, _ = model_from_checkpoint(ckpt)
     assert model.translate(torch.zeros(1, 3, 32, 64)).shape == (1, 3, 32, 64)
 
@@ -252,6 +258,8 @@ def test_torchrun_two_processes_gloo(world, tmp_path):
     (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--set", "train.lr"],
      "is not key=value"),
     (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--size", "big"], "bad size"),
+    (["train", "unit", "--synthetic", "{syn}", "--real", "{real}", "--out", "{out}", "--set", "train.keep_every=-1"],
+     "train.keep_every must be 0 (off) or a positive integer"),
 ])
 def test_errors_are_one_line_exit_1(world, tmp_path, args, message):
     fill = {"out": str(tmp_path / "run"), "real": world["real"], "syn": world["synthetic"], "tmp": str(tmp_path)}

@@ -35,6 +35,7 @@ class TrainConfig:
     ema_decay: float = 0.999          # EMA copies (G_ema), used by `s2r translate` by default
     workers: int = 0                  # DataLoader worker processes
     checkpoint_every: int = 1000
+    keep_every: int = 0               # also keep checkpoints/step_NNNNNN.pt every N steps (0: only latest/best)
     sample_every: int = 500
     log_every: int = 10
     samples: int = 4                  # images per domain in the sample grids

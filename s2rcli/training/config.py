@@ -11,7 +11,7 @@ step 0 and stored in every checkpoint::
     {"model": "unit", "preset": "tiny", "model_kwargs": {...}, "seed": 0, "label_space": "cityscapes19",
      "data": {ROLE: spec, ..., "smart_batch": false, "pairs": null, "size": [H, W], ...},
      "train": {"steps", "batch_size", "lr", "betas", "weight_decay", "accumulate", "amp", "ema_decay",
-               "workers", "checkpoint_every", "sample_every", "log_every", "loss": {...}, ...model keys}}
+               "workers", "checkpoint_every", "keep_every", "sample_every", "log_every", "loss": {...}, ...model keys}}
 
 A preset's ``train`` section (a :class:`~s2rcli.models.config.TrainConfig`
 subclass, the one typed place for defaults) supplies ``train``; its ``size``,
@@ -188,6 +188,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         value = train.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "workers" else 1):
             raise S2RError(f"train.{key} must be a positive integer, got {value!r}")
+    keep = train.get("keep_every", 0)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+        raise S2RError(f"train.keep_every must be 0 (off) or a positive integer, got {keep!r}")
     if train.get("amp") not in (None, "bf16", "fp16"):
         raise S2RError(f"train.amp must be bf16, fp16 or null, got {train['amp']!r}")
     if not 0.0 <= float(train.get("ema_decay", 0.999)) < 1.0:

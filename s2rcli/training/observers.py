@@ -1,4 +1,4 @@
-"""Observers that write to the run folder: checkpoints (latest and best)."""
+"""Observers that write to the run folder: checkpoints (latest, best and kept snapshots)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ class CheckpointObserver(Observer):
     """Saves ``checkpoints/latest.pt`` every ``every`` steps and when training ends
     (completed or Ctrl-C), and ``checkpoints/best.pt`` whenever the running mean
     of ``monitor`` (a logged term such as ``"G/recon_x"``) improves on the best so far.
+    With ``keep_every`` > 0 it also keeps ``checkpoints/step_NNNNNN.pt`` every that
+    many steps, so that one long run shows what a shorter one would have given
+    (``s2r translate RUN/checkpoints/step_001500.pt ...``).
 
-    Both files belong to the run, so they are replaced; files outside the run
+    These files belong to the run, so they are replaced; files outside the run
     folder are never touched.
     """
 
-    def __init__(self, run_dir: Path, every: int = 1000, monitor: str | None = None):
+    def __init__(self, run_dir: Path, every: int = 1000, monitor: str | None = None, keep_every: int = 0):
         self.folder = Path(run_dir) / "checkpoints"
         self.every = max(1, int(every))
+        self.keep_every = max(0, int(keep_every))
         self.monitor = monitor
         self._sum: torch.Tensor | float = 0.0  # a tensor on the training device: read (a host sync) only when saving
         self._count = 0
@@ -39,7 +43,7 @@ class CheckpointObserver(Observer):
             value = terms[self.monitor]
             self._sum = self._sum + (value.detach() if torch.is_tensor(value) else float(value))
             self._count += 1
-        if state.step % self.every == 0:
+        if state.step % self.every == 0 or self._keeps(state.step):
             self._save(state)
 
     def on_train_end(self, state: TrainState, status: str) -> None:
@@ -48,11 +52,16 @@ class CheckpointObserver(Observer):
         if status == "interrupted" and state.dist.is_main:
             info(f"interrupted at step {state.step}; resume with --resume (checkpoint: {self.latest})")
 
+    def _keeps(self, step: int) -> bool:
+        return self.keep_every > 0 and step % self.keep_every == 0
+
     def _save(self, state: TrainState) -> None:
         if not state.dist.is_main:
             return
         ckpt = state.checkpoint()
         save_checkpoint(ckpt, self.latest, overwrite=True)
+        if self._keeps(state.step):
+            save_checkpoint(ckpt, self.folder / f"step_{state.step:06d}.pt", overwrite=True)
         self.saved_steps.append(state.step)
         if self._count:
             mean = float(self._sum) / self._count

@@ -43,7 +43,7 @@ from ..utils.sizes import available_memory, format_bytes
 RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json", "results.json")
 
 # Keys that may change on --resume without breaking the exact continuation.
-RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.sample_every", "train.log_every", "train.workers",
+RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.keep_every", "train.sample_every", "train.log_every", "train.workers",
                      "train.samples", "train.cache_mb", "train.prefetch"}
 # Keys that may change with a warning (data that moved); every other change is refused, because
 # the restored optimiser and scheduler states would silently override it.
@@ -120,7 +120,8 @@ def make_observers(cfg: Mapping[str, Any], run_dir: Path, task, *, quiet: bool =
         observers.append(ProgressObserver())
     observers += [
         MetricsObserver(run_dir, every=int(train_cfg["log_every"])),
-        CheckpointObserver(run_dir, every=int(train_cfg["checkpoint_every"]), monitor=task.monitor),
+        CheckpointObserver(run_dir, every=int(train_cfg["checkpoint_every"]), monitor=task.monitor,
+                           keep_every=int(train_cfg.get("keep_every", 0))),
         SampleObserver(run_dir, fixed, every=int(train_cfg["sample_every"])),
         LossPlotObserver(run_dir, every=int(train_cfg["checkpoint_every"])),
     ]
