@@ -18,7 +18,7 @@ class CheckpointObserver(Observer):
     of ``monitor`` (a logged term such as ``"G/recon_x"``) improves on the best so far.
     With ``keep_every`` > 0 it also keeps ``checkpoints/step_NNNNNN.pt`` every that
     many steps, so that one long run shows what a shorter one would have given
-    (``s2r translate RUN/checkpoints/step_001500.pt ...``).
+    (``s2r translate --checkpoint RUN/checkpoints/step_001500.pt ...``).
 
     These files belong to the run, so they are replaced; files outside the run
     folder are never touched.
