@@ -17,6 +17,12 @@ machine with many cores (or a GPU) runs the whole grid at once::
     python benchmarks/fidelity.py --out fidelity_out --worlds street,dusk --pairs random,smart --jobs 2
     python benchmarks/fidelity.py --out fidelity_out --recipes tiny,cpu --device cuda --jobs 12
 
+With ``--keep-every N`` each UNIT run keeps a snapshot every N steps and every
+snapshot is scored as a row of its own (``RECIPE@STEP``): one run gives the
+curve of gap closed against training steps::
+
+    python benchmarks/fidelity.py --out scan --recipes cpu --pairs smart --unit-steps 3000 --keep-every 500 --jobs 2
+
 Finished jobs are reused when run again with the same --out.
 """
 
@@ -89,8 +95,8 @@ def _fid(images: str, real: str, device: str) -> float:
                    device=device)["results"][0]["fid"]
 
 
-def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: bool, args: dict) -> dict:
-    """One cell of the grid, in its own process."""
+def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: bool, args: dict) -> list[dict]:
+    """One cell of the grid, in its own process: its result rows (a UNIT run: one per evaluated snapshot)."""
     import torch
 
     torch.set_num_threads(1)
@@ -107,14 +113,14 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
     if kind == "raw_content":  # the oracle segmenter on the raw synthetic images: the content score to beat
         content = score_generated(syn, syn, out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt",
                                   device=device)
-        return {"kind": kind, "world": world, "seed": seed, "miou": content["scores"]["miou"],
-                "per_class": content["scores"]["per_class_iou"], "fid": _fid(syn, real, device),
-                "seconds": time.perf_counter() - t0}
+        return [{"kind": kind, "world": world, "seed": seed, "miou": content["scores"]["miou"],
+                 "per_class": content["scores"]["per_class_iou"], "fid": _fid(syn, real, device),
+                 "seconds": time.perf_counter() - t0}]
     if kind in ("raw", "oracle"):
         res = _segmenter(out_p, f"{world}_{kind}_s{seed}", [syn if kind == "raw" else real], val, seed,
                          args["seg_steps"], device)
-        return {"kind": kind, "world": world, "seed": seed, "miou": res["scores"]["miou"],
-                "per_class": res["scores"]["per_class_iou"], "seconds": time.perf_counter() - t0}
+        return [{"kind": kind, "world": world, "seed": seed, "miou": res["scores"]["miou"],
+                 "per_class": res["scores"]["per_class_iou"], "seconds": time.perf_counter() - t0}]
     tag = f"{world}_{recipe}_{'smart' if pairs else 'random'}_s{seed}"
     preset, sets = RECIPES[recipe]
     unit_run = out_p / "unit" / tag
@@ -124,24 +130,35 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
         options["train.steps"] = args["unit_steps"]
     if pairs:
         options.update({"data.smart_batch": True, "data.pairs": str(out_p / "pairs" / f"{world}.npz")})
+    if args["keep_every"]:
+        options["train.keep_every"] = args["keep_every"]
     t_train = time.perf_counter()
     if not (unit_run / "checkpoints" / "latest.pt").is_file() or args["unit_steps"] and json.loads(
             (unit_run / "config.json").read_text())["train"]["steps"] != args["unit_steps"]:
         train_run("unit", unit_run, preset=preset, sets=sets, options=options, overwrite=True,
                   device=torch.device(device))
     unit_seconds = time.perf_counter() - t_train
+    # the final weights, then each kept snapshot (--keep-every) as a row of its own, "recipe@step"
+    snapshots = [(recipe, tag, unit_run / "checkpoints" / "latest.pt")]
+    final = json.loads((unit_run / "config.json").read_text())["train"]["steps"]
+    kept = {int(p.stem[5:]): p for p in (unit_run / "checkpoints").glob("step_*.pt")}
+    snapshots += [(f"{recipe}@{step}", f"{tag}@{step}", kept[step]) for step in sorted(kept) if step != final]
     size = args["translate_size"]
-    translated_tag = tag if size is None else f"{tag}_{size[0]}x{size[1]}"
-    translated = out_p / "translated" / translated_tag
-    if not (translated / "manifest.json").is_file():
-        translate_dataset(unit_run, syn, translated, size=size, overwrite=True, device=torch.device(device))
-    res = _segmenter(out_p, translated_tag, [f"folder:{translated}"], val, seed, args["seg_steps"], device)
-    content = score_generated(str(translated), syn, out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt",
-                              device=device)
-    return {"kind": "unit", "world": world, "seed": seed, "recipe": recipe, "pairs": "smart" if pairs else "random",
-            "miou": res["scores"]["miou"], "per_class": res["scores"]["per_class_iou"],
-            "content_miou": content["scores"]["miou"], "content_per_class": content["scores"]["per_class_iou"],
-            "fid": _fid(str(translated), real, device), "unit_seconds": unit_seconds, "seconds": time.perf_counter() - t0}
+    rows = []
+    for name, snap_tag, ckpt in snapshots:
+        translated_tag = snap_tag if size is None else f"{snap_tag}_{size[0]}x{size[1]}"
+        translated = out_p / "translated" / translated_tag
+        if not (translated / "manifest.json").is_file():
+            translate_dataset(ckpt, syn, translated, size=size, overwrite=True, device=torch.device(device))
+        res = _segmenter(out_p, translated_tag, [f"folder:{translated}"], val, seed, args["seg_steps"], device)
+        content = score_generated(str(translated), syn,
+                                  out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt", device=device)
+        rows.append({"kind": "unit", "world": world, "seed": seed, "recipe": name, "pairs": "smart" if pairs else "random",
+                     "miou": res["scores"]["miou"], "per_class": res["scores"]["per_class_iou"],
+                     "content_miou": content["scores"]["miou"], "content_per_class": content["scores"]["per_class_iou"],
+                     "fid": _fid(str(translated), real, device), "unit_seconds": unit_seconds,
+                     "seconds": time.perf_counter() - t0})
+    return rows
 
 
 def main() -> None:
@@ -152,6 +169,8 @@ def main() -> None:
     p.add_argument("--recipes", default="cpu")
     p.add_argument("--pairs", default="random", help="random, smart or random,smart")
     p.add_argument("--unit-steps", type=int, default=None, help="UNIT steps (default: each recipe's preset's)")
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="UNIT keeps a snapshot every N steps, and each is scored as a row RECIPE@STEP (a step scan)")
     p.add_argument("--seg-steps", type=int, default=600)
     p.add_argument("--translate-size", default=None,
                    help="HxW to translate at, e.g. 64x128 (UNIT's training size); default: the worlds' own size")
@@ -168,6 +187,7 @@ def main() -> None:
 
     size = parse_size(args.translate_size)
     shared = {"device": args.device, "unit_steps": args.unit_steps, "seg_steps": args.seg_steps,
+              "keep_every": args.keep_every,
               "translate_size": size}
     t0 = time.perf_counter()
 
@@ -201,14 +221,15 @@ def main() -> None:
             futures = {pool.submit(job, k, str(out), w, s, r, m, shared): (k, w, s, r, m) for k, w, s, r, m in stage}
             for fut in as_completed(futures):
                 try:
-                    res = fut.result()
+                    rows = fut.result()
                 except Exception:
                     print(f"FAILED {futures[fut]}:\n{traceback.format_exc()}", flush=True)
                     continue
-                results.append(res)
-                print(f"[{time.perf_counter() - t0:5.0f} s] {res['kind']} {res['world']} s{res['seed']} "
-                      f"{res.get('recipe', '')} {res.get('pairs', '')}: mIoU {100 * res['miou']:.1f}"
-                      + (f", content {100 * res['content_miou']:.1f}" if "content_miou" in res else ""), flush=True)
+                results += rows
+                for res in rows:
+                    print(f"[{time.perf_counter() - t0:5.0f} s] {res['kind']} {res['world']} s{res['seed']} "
+                          f"{res.get('recipe', '')} {res.get('pairs', '')}: mIoU {100 * res['miou']:.1f}"
+                          + (f", content {100 * res['content_miou']:.1f}" if "content_miou" in res else ""), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results, worlds, seeds))
     print(per_class_table(results, worlds))
