@@ -43,8 +43,10 @@ class CheckpointObserver(Observer):
             value = terms[self.monitor]
             self._sum = self._sum + (value.detach() if torch.is_tensor(value) else float(value))
             self._count += 1
-        if state.step % self.every == 0 or self._keeps(state.step):
+        if state.step % self.every == 0:
             self._save(state)
+        elif self._keeps(state.step) and state.dist.is_main:  # a snapshot only: latest.pt and best.pt keep their rhythm
+            save_checkpoint(state.checkpoint(), self._kept(state.step), overwrite=True)
 
     def on_train_end(self, state: TrainState, status: str) -> None:
         if status in ("completed", "interrupted") and state.step not in self.saved_steps:
@@ -55,13 +57,16 @@ class CheckpointObserver(Observer):
     def _keeps(self, step: int) -> bool:
         return self.keep_every > 0 and step % self.keep_every == 0
 
+    def _kept(self, step: int) -> Path:
+        return self.folder / f"step_{step:06d}.pt"
+
     def _save(self, state: TrainState) -> None:
         if not state.dist.is_main:
             return
         ckpt = state.checkpoint()
         save_checkpoint(ckpt, self.latest, overwrite=True)
         if self._keeps(state.step):
-            save_checkpoint(ckpt, self.folder / f"step_{state.step:06d}.pt", overwrite=True)
+            save_checkpoint(ckpt, self._kept(state.step), overwrite=True)
         self.saved_steps.append(state.step)
         if self._count:
             mean = float(self._sum) / self._count
