@@ -57,6 +57,8 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "tiny_sem_b2": ("tiny", ["train.loss.sem=1", "train.batch_size=2"]),
     # 2.5x the steps (about 25 min on 2 cores), the learning rate halved every 2500 steps
     "tiny_sem3_long": ("tiny", ["train.loss.sem=3", "train.steps=5000", "train.lr_step=2500"]),
+    # the learning rate quartered for the second half of a 2000-step run: a calmer end to the GAN's oscillation
+    "tiny_sem3_decay": ("tiny", ["train.loss.sem=3", "train.lr_step=1000", "train.lr_gamma=0.25"]),
     # crops at up to twice the frame-covering scale: UNIT also sees objects at the size it translates them at
     "tiny_sem3_jit1": ("tiny", ["train.loss.sem=3", "data.scale_jitter=1.0"]),
     # residual decoders (model_kwargs.skip): the source image passes through, the network learns the change
