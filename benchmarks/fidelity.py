@@ -244,14 +244,15 @@ def table(results: list[dict], worlds: list[str], seeds: list[int]) -> str:
     for w in worlds:
         raw = {r["seed"]: r["miou"] for r in results if r["kind"] == "raw" and r["world"] == w}
         ora = {r["seed"]: r["miou"] for r in results if r["kind"] == "oracle" and r["world"] == w}
-        raw_content = [r["miou"] for r in results if r["kind"] == "raw_content" and r["world"] == w]
-        raw_fid = [r["fid"] for r in results if r["kind"] == "raw_content" and r["world"] == w and "fid" in r]
+        raw_rows = sorted((r for r in results if r["kind"] == "raw_content" and r["world"] == w), key=lambda r: r["seed"])
+        raw_content = [r["miou"] for r in raw_rows]
+        raw_fid = [r["fid"] for r in raw_rows if "fid" in r]
         lines.append(f"| {w} | raw synthetic | {fmt([raw[s] for s in seeds if s in raw], 100)} | — | "
                      f"{fmt(raw_content, 100)} | {fmt(raw_fid, 1, 2)} | — |")
         keys = sorted({(r["recipe"], r["pairs"]) for r in results if r["kind"] == "unit" and r["world"] == w})
         for recipe, pairs in keys:
-            rows = [r for r in results if r["kind"] == "unit" and r["world"] == w and r["recipe"] == recipe
-                    and r["pairs"] == pairs]
+            rows = sorted((r for r in results if r["kind"] == "unit" and r["world"] == w and r["recipe"] == recipe
+                           and r["pairs"] == pairs), key=lambda r: r["seed"])  # values print in seed order
             gaps = [(r["miou"] - raw[r["seed"]]) / (ora[r["seed"]] - raw[r["seed"]]) for r in rows
                     if r["seed"] in raw and r["seed"] in ora]
             lines.append(f"| {w} | {recipe}, {pairs} | {fmt([r['miou'] for r in rows], 100)} | {fmt(gaps, 100)} | "
