@@ -111,10 +111,10 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
     out_p, device = Path(out), args["device"]
     root = out_p / "worlds" / world
     syn, real, val = (f"demo:{root}?split={s}" for s in ("synthetic", "real", "real_val"))
+    oracle = out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt"  # scores content
     t0 = time.perf_counter()
     if kind == "raw_content":  # the oracle segmenter on the raw synthetic images: the content score to beat
-        content = score_generated(syn, syn, out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt",
-                                  device=device)
+        content = score_generated(syn, syn, oracle, device=device)
         return [{"kind": kind, "world": world, "seed": seed, "miou": content["scores"]["miou"],
                  "per_class": content["scores"]["per_class_iou"], "fid": _fid(syn, real, device),
                  "seconds": time.perf_counter() - t0}]
@@ -153,9 +153,9 @@ def job(kind: str, out: str, world: str, seed: int, recipe: str | None, pairs: b
         if not (translated / "manifest.json").is_file():
             translate_dataset(ckpt, syn, translated, size=size, overwrite=True, device=torch.device(device))
         res = _segmenter(out_p, translated_tag, [f"folder:{translated}"], val, seed, args["seg_steps"], device)
-        content = score_generated(str(translated), syn,
-                                  out_p / "seg" / f"{world}_oracle_s{seed}" / "checkpoints" / "latest.pt", device=device)
-        rows.append({"kind": "unit", "world": world, "seed": seed, "recipe": name, "pairs": "smart" if pairs else "random",
+        content = score_generated(str(translated), syn, oracle, device=device)
+        rows.append({"kind": "unit", "world": world, "seed": seed, "recipe": name,
+                     "pairs": "smart" if pairs else "random",
                      "miou": res["scores"]["miou"], "per_class": res["scores"]["per_class_iou"],
                      "content_miou": content["scores"]["miou"], "content_per_class": content["scores"]["per_class_iou"],
                      "fid": _fid(str(translated), real, device), "unit_seconds": unit_seconds,
@@ -244,7 +244,8 @@ def table(results: list[dict], worlds: list[str], seeds: list[int]) -> str:
     for w in worlds:
         raw = {r["seed"]: r["miou"] for r in results if r["kind"] == "raw" and r["world"] == w}
         ora = {r["seed"]: r["miou"] for r in results if r["kind"] == "oracle" and r["world"] == w}
-        raw_rows = sorted((r for r in results if r["kind"] == "raw_content" and r["world"] == w), key=lambda r: r["seed"])
+        raw_rows = sorted((r for r in results if r["kind"] == "raw_content" and r["world"] == w),
+                          key=lambda r: r["seed"])
         raw_content = [r["miou"] for r in raw_rows]
         raw_fid = [r["fid"] for r in raw_rows if "fid" in r]
         lines.append(f"| {w} | raw synthetic | {fmt([raw[s] for s in seeds if s in raw], 100)} | — | "

@@ -43,8 +43,8 @@ from ..utils.sizes import available_memory, format_bytes
 RUN_ARTIFACTS = ("checkpoints", "samples", "metrics.jsonl", "losses.png", "config.json", "results.json")
 
 # Keys that may change on --resume without breaking the exact continuation.
-RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.keep_every", "train.sample_every", "train.log_every", "train.workers",
-                     "train.samples", "train.cache_mb", "train.prefetch"}
+RESUMABLE_CHANGES = {"train.steps", "train.checkpoint_every", "train.keep_every", "train.sample_every",
+                     "train.log_every", "train.workers", "train.samples", "train.cache_mb", "train.prefetch"}
 # Keys that may change with a warning (data that moved); every other change is refused, because
 # the restored optimiser and scheduler states would silently override it.
 MOVABLE = {"data.synthetic", "data.real", "data.pairs", "data.train", "data.source"}
